@@ -1,0 +1,194 @@
+//! Command-line parsing in two stages: raw clap structs, then resolved options the library uses.
+//! Nothing below this module sees clap.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::compose::{self, LoadOptions, Project};
+
+/// berth: run Compose projects as real containers, without a daemon.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Compose configuration files (repeatable; default: discovery, or COMPOSE_FILE).
+    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Project name (default: COMPOSE_PROJECT_NAME, top-level `name:`, or the folder name).
+    #[arg(short = 'p', long = "project-name", global = true, value_name = "NAME")]
+    pub project_name: Option<String>,
+    /// Alternate working directory (default: the directory of the first compose file).
+    #[arg(long = "project-directory", global = true, value_name = "DIR")]
+    pub project_directory: Option<PathBuf>,
+    /// Alternate environment files, replacing the project's .env (repeatable).
+    #[arg(long = "env-file", global = true, value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+    /// Profiles to enable (repeatable; default: COMPOSE_PROFILES).
+    #[arg(long = "profile", global = true, value_name = "PROFILE")]
+    pub profiles: Vec<String>,
+    /// State directory.
+    #[arg(long, env = "BERTH_ROOT", default_value = "/var/lib/berth", global = true, value_name = "DIR")]
+    pub root: PathBuf,
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse, resolve and render the compose file in canonical format.
+    Config(ConfigArgs),
+    /// Show the berth version.
+    Version {
+        /// Print only the version number.
+        #[arg(long)]
+        short: bool,
+    },
+}
+
+/// Output formats of `config`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// YAML.
+    Yaml,
+    /// JSON.
+    Json,
+}
+
+/// `berth config` flags.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "yaml")]
+    pub format: Format,
+    /// Print the service names, one per line.
+    #[arg(long = "services")]
+    pub list_services: bool,
+    /// Print the volume names, one per line.
+    #[arg(long = "volumes")]
+    pub list_volumes: bool,
+    /// Print the profile names, one per line.
+    #[arg(long = "profiles")]
+    pub list_profiles: bool,
+    /// Print the image names, one per line.
+    #[arg(long = "images")]
+    pub list_images: bool,
+    /// Only validate the configuration, don't print anything.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Don't interpolate environment variables.
+    #[arg(long = "no-interpolate")]
+    pub no_interpolate: bool,
+    /// Save to file (default: stdout).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Services to include (enables their profiles).
+    pub service_names: Vec<String>,
+}
+
+/// Errors the CLI reports at the binary edge.
+pub type Result<T> = anyhow::Result<T>;
+
+impl Cli {
+    /// Resolves the loader options from the flags and the given environment.
+    pub fn load_options(&self, env: impl IntoIterator<Item = (String, String)>, services: &[String], interpolate: bool) -> Result<LoadOptions> {
+        let environment: indexmap::IndexMap<String, String> = env.into_iter().collect();
+        let home = environment.get("HOME").map(PathBuf::from);
+        Ok(LoadOptions {
+            working_dir: std::env::current_dir()?,
+            files: self.files.clone(),
+            project_name: self.project_name.clone(),
+            project_directory: self.project_directory.clone(),
+            env_files: self.env_files.clone(),
+            profiles: self.profiles.iter().flat_map(|p| p.split(',')).map(str::to_string).collect(),
+            services: services.to_vec(),
+            environment,
+            interpolate,
+            home,
+        })
+    }
+}
+
+/// Runs the parsed command, writing to `out`.
+pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<()> {
+    match &cli.command {
+        Command::Version { short } => {
+            if *short {
+                writeln!(out, "{}", env!("CARGO_PKG_VERSION"))?;
+            } else {
+                writeln!(out, "berth version {}", env!("CARGO_PKG_VERSION"))?;
+            }
+            Ok(())
+        }
+        Command::Config(args) => {
+            let opts = cli.load_options(std::env::vars(), &args.service_names, !args.no_interpolate)?;
+            let project = compose::load(&opts)?;
+            if args.quiet {
+                return Ok(());
+            }
+            let text = render_config(&project, args)?;
+            match &args.output {
+                Some(path) => std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                None => out.write_all(text.as_bytes())?,
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Renders `berth config` output for the chosen flags.
+pub fn render_config(project: &Project, args: &ConfigArgs) -> Result<String> {
+    let lines = |items: Vec<String>| items.into_iter().map(|s| s + "\n").collect::<String>();
+    if args.list_services {
+        return Ok(lines(project.service_names().map(str::to_string).collect()));
+    }
+    if args.list_volumes {
+        let vols = project.canonical.get("volumes").and_then(|v| v.as_object()).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        return Ok(lines(vols));
+    }
+    if args.list_profiles {
+        return Ok(lines(project.all_profiles.clone()));
+    }
+    if args.list_images {
+        let images = project
+            .services
+            .iter()
+            .map(|(name, svc)| svc.image.clone().unwrap_or_else(|| format!("{}-{name}", project.name)))
+            .collect();
+        return Ok(lines(images));
+    }
+    // Like Compose, literal `$` is written back escaped, so the output loads to the same project.
+    let doc = if args.no_interpolate { project.canonical.clone() } else { escape_dollars(&project.canonical) };
+    Ok(match args.format {
+        Format::Json => serde_json::to_string_pretty(&doc)? + "\n",
+        Format::Yaml => crate::compose::yaml::to_yaml_string(&doc),
+    })
+}
+
+/// Doubles every `$` in keys and string values.
+fn escape_dollars(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    let esc = |s: &str| s.replace('$', "$$");
+    match v {
+        J::String(s) => J::String(esc(s)),
+        J::Array(a) => J::Array(a.iter().map(escape_dollars).collect()),
+        J::Object(o) => J::Object(o.iter().map(|(k, v)| (esc(k), escape_dollars(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,7 @@
+//! berth: a daemonless, Compose-compatible multi-container engine.
+//!
+//! The library holds every layer; the `berth` binary only parses arguments and prints.
+
+pub mod cli;
+pub mod compose;
+pub mod graph;

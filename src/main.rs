@@ -1,0 +1,22 @@
+//! The `berth` binary: parse arguments, set up logging, run, and turn errors into exit codes.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let cli = berth::cli::Cli::parse();
+    let default = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if let Err(e) = berth::cli::run(&cli, &mut out) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
