@@ -132,27 +132,30 @@ fn read_raw_env(path: &Path) -> Result<Env, LoadError> {
 
 /// `links`, `network_mode: service:x` and `volumes_from` imply `depends_on`, as in Compose.
 fn implicit_dependencies(m: &mut Map) {
-    let mut implied: Vec<(String, bool)> = Vec::new();
+    let mut implied: Vec<(String, bool, &Node)> = Vec::new();
     for link in m.get("links").and_then(Node::as_seq).into_iter().flatten() {
         if let Some(target) = link.as_str().and_then(|l| l.split(':').next()) {
-            implied.push((target.to_string(), true));
+            implied.push((target.to_string(), true, link));
         }
     }
-    if let Some(target) = m.get("network_mode").and_then(Node::as_str).and_then(|n| n.strip_prefix("service:")) {
-        implied.push((target.to_string(), true));
+    if let Some(mode) = m.get("network_mode") {
+        if let Some(target) = mode.as_str().and_then(|n| n.strip_prefix("service:")) {
+            implied.push((target.to_string(), true, mode));
+        }
     }
     for vf in m.get("volumes_from").and_then(Node::as_seq).into_iter().flatten() {
         match vf.as_str() {
-            Some(v) if !v.starts_with("container:") => implied.push((v.split(':').next().unwrap_or(v).to_string(), false)),
+            Some(v) if !v.starts_with("container:") => implied.push((v.split(':').next().unwrap_or(v).to_string(), false, vf)),
             _ => {}
         }
     }
+    let implied: Vec<(String, bool, Node)> = implied.into_iter().map(|(t, r, n)| (t, r, n.with(Value::Null))).collect();
     if implied.is_empty() {
         return;
     }
     let deps = m.entry("depends_on".into()).or_insert_with(Node::map);
     let Some(deps) = deps.as_map_mut() else { return };
-    for (target, restart) in implied {
+    for (target, restart, at) in implied {
         deps.entry(target).or_insert_with(|| {
             let mut d = Map::new();
             d.insert("condition".into(), Node::str("service_started"));
@@ -160,7 +163,7 @@ fn implicit_dependencies(m: &mut Map) {
                 d.insert("restart".into(), Node::new(Value::Bool(true)));
             }
             d.insert("required".into(), Node::new(Value::Bool(true)));
-            Node::new(Value::Map(d))
+            at.with(Value::Map(d))
         });
     }
 }

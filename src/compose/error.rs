@@ -52,12 +52,12 @@ impl fmt::Display for KeyPath {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// A file could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {}", path.display(), io_message(error))]
     Io {
         /// The file or directory that failed.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// No compose file was given and none was found.
     #[error(
@@ -88,12 +88,12 @@ pub enum LoadError {
         message: String,
     },
     /// A dotenv file is malformed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Dotenv {
         /// The dotenv file.
         path: PathBuf,
         /// The problem in it.
-        source: super::dotenv::DotenvError,
+        error: super::dotenv::DotenvError,
     },
     /// An explicitly given project name is not valid.
     #[error(
@@ -113,7 +113,27 @@ impl LoadError {
     }
 
     /// An `Io` error for `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        LoadError::Io { path: path.into(), source }
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        LoadError::Io { path: path.into(), error }
+    }
+}
+
+/// A lower-case description of an I/O error, without the OS error number.
+fn io_message(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::NotFound => "no such file or directory".into(),
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        ErrorKind::IsADirectory => "is a directory, not a file".into(),
+        ErrorKind::InvalidData => "not valid utf-8 text".into(),
+        _ => {
+            let text = e.to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+            let mut c = text.chars();
+            match c.next() {
+                Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+                None => text,
+            }
+        }
     }
 }

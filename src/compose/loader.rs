@@ -135,7 +135,7 @@ fn read_env(opts: &LoadOptions, working_dir: &Path, dir: &Path) -> Result<Env, L
 pub fn read_dotenv(path: &Path, os: &Env, earlier: &Env) -> Result<Env, LoadError> {
     let src = std::fs::read_to_string(path).map_err(|e| LoadError::io(path, e))?;
     let lookup = |k: &str| os.get(k).or_else(|| earlier.get(k)).cloned();
-    dotenv::parse(&src, &lookup).map_err(|source| LoadError::Dotenv { path: path.to_path_buf(), source })
+    dotenv::parse(&src, &lookup).map_err(|error| LoadError::Dotenv { path: path.to_path_buf(), error })
 }
 
 /// How a file's name appears in error messages: relative to the working directory when inside it.
@@ -224,7 +224,8 @@ fn extend_service(
     let key = (file.to_path_buf(), name.to_string());
     if seen.contains(&key) {
         let chain: Vec<String> = seen.iter().map(|(_, s)| s.clone()).chain([name.to_string()]).collect();
-        return Err(LoadError::invalid(None, format!("services.{name}.extends"), format!("circular reference: {}", chain.join(" -> "))));
+        let loc = tree.get("services").and_then(|s| s.get(name)).and_then(|s| s.get("extends")).and_then(|e| e.loc.clone());
+        return Err(LoadError::invalid(loc, format!("services.{name}.extends"), format!("circular extends: {}", chain.join(" -> "))));
     }
     seen.push(key);
     let svc = tree

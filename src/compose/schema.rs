@@ -2,8 +2,8 @@
 
 use std::sync::OnceLock;
 
-use jsonschema::error::ValidationErrorKind;
-use jsonschema::Validator;
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::{ValidationError, Validator};
 
 use super::error::LoadError;
 use super::yaml::{pointer_to_key_path, Node};
@@ -26,10 +26,42 @@ pub fn validate(root: &Node) -> Result<(), LoadError> {
     let v = validator()?;
     let json = root.to_json();
     let Some(first) = v.iter_errors(&json).next() else { return Ok(()) };
-    let pointer = first.instance_path().as_str().to_string();
+    Err(describe(root, most_specific(&first)))
+}
+
+/// For `oneOf`/`anyOf` failures, the error from the alternative that got furthest into the value:
+/// `command: [sleep, 10]` is best explained by "command[1] must be a string", not "matches no form".
+fn most_specific<'a>(err: &'a ValidationError<'a>) -> &'a ValidationError<'a> {
+    let context = match err.kind() {
+        ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => context,
+        _ => return err,
+    };
+    let depth = |e: &ValidationError| e.instance_path().as_str().matches('/').count();
+    // Alternatives that fail only on the value's own type are not what the user meant.
+    let best = context
+        .iter()
+        .flatten()
+        .filter(|e| !(matches!(e.kind(), ValidationErrorKind::Type { .. }) && depth(e) == depth(err)))
+        .max_by_key(|e| depth(e));
+    match best {
+        Some(e) => most_specific(e),
+        None => err,
+    }
+}
+
+fn type_word(t: &str) -> &str {
+    match t {
+        "object" => "mapping",
+        "array" => "list",
+        other => other,
+    }
+}
+
+fn describe(root: &Node, err: &ValidationError) -> LoadError {
+    let pointer = err.instance_path().as_str().to_string();
     let target = root.locate(&pointer);
-    let mut path = pointer_to_key_path(root, &pointer);
-    let (loc, message) = match first.kind() {
+    let path = pointer_to_key_path(root, &pointer);
+    let (loc, message) = match err.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             let name = unexpected.first().cloned().unwrap_or_default();
             let loc = target.get(&name).and_then(|n| n.loc.clone()).or_else(|| target.loc.clone());
@@ -38,25 +70,32 @@ pub fn validate(root: &Node) -> Result<(), LoadError> {
         }
         ValidationErrorKind::Type { kind } => {
             let types = match kind {
-                jsonschema::error::TypeKind::Single(t) => t.to_string(),
-                jsonschema::error::TypeKind::Multiple(ts) => {
-                    ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or ")
-                }
+                TypeKind::Single(t) => type_word(&t.to_string()).to_string(),
+                TypeKind::Multiple(ts) => ts.iter().map(|t| type_word(&t.to_string()).to_string()).collect::<Vec<_>>().join(" or "),
             };
-            (target.loc.clone(), format!("must be a {types}, not {}", target.type_name()))
+            let actual = type_word(match target.type_name() {
+                "array" => "array",
+                other => other,
+            });
+            (target.loc.clone(), format!("must be a {types}, not {actual}"))
+        }
+        ValidationErrorKind::Required { property } => {
+            (target.loc.clone(), format!("missing property {}", property))
         }
         ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::AnyOf { .. } => {
-            (target.loc.clone(), format!("invalid value {}: it matches none of the allowed forms", preview(&first.instance().to_string())))
+            (target.loc.clone(), format!("invalid value {}: it matches none of the allowed forms", preview(&err.instance().to_string())))
         }
         ValidationErrorKind::OneOfMultipleValid { .. } => {
-            (target.loc.clone(), format!("ambiguous value {}: it matches several allowed forms", preview(&first.instance().to_string())))
+            (target.loc.clone(), format!("ambiguous value {}: it matches several allowed forms", preview(&err.instance().to_string())))
         }
         ValidationErrorKind::Pattern { pattern } => {
-            (target.loc.clone(), format!("{} does not match the pattern {pattern:?}", preview(&first.instance().to_string())))
+            (target.loc.clone(), format!("{} does not match the pattern {pattern:?}", preview(&err.instance().to_string())))
         }
-        ValidationErrorKind::PropertyNames { .. } => (target.loc.clone(), "invalid property name".to_string()),
+        ValidationErrorKind::Enum { options } => {
+            (target.loc.clone(), format!("{} is not one of {}", preview(&err.instance().to_string()), options))
+        }
         _ => {
-            let text = first.to_string();
+            let text = err.to_string();
             let mut chars = text.chars();
             let lowered = match chars.next() {
                 Some(c) => c.to_lowercase().collect::<String>() + chars.as_str(),
@@ -65,10 +104,7 @@ pub fn validate(root: &Node) -> Result<(), LoadError> {
             (target.loc.clone(), lowered)
         }
     };
-    if path.is_empty() {
-        path.clear();
-    }
-    Err(LoadError::invalid(loc, path, message))
+    LoadError::invalid(loc, path, message)
 }
 
 fn preview(s: &str) -> String {

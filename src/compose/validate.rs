@@ -24,6 +24,7 @@ pub fn check(root: &mut Node, disabled: &HashSet<String>) -> Result<(), LoadErro
             }
         }
     }
+    resources(root)?;
     let networks = names(root, "networks");
     let volumes = names(root, "volumes");
     let secrets = names(root, "secrets");
@@ -105,6 +106,34 @@ pub fn check(root: &mut Node, disabled: &HashSet<String>) -> Result<(), LoadErro
         let first = &cycle[0];
         let loc = edges.iter().find(|(a, _, _)| a == first).and_then(|(_, _, n)| n.loc.clone());
         return Err(LoadError::invalid(loc, format!("services.{first}.depends_on"), format!("dependency cycle detected: {}", cycle.join(" -> "))));
+    }
+    Ok(())
+}
+
+/// Top-level resources: `external` excludes local settings; secrets and configs need a source.
+fn resources(root: &Node) -> Result<(), LoadError> {
+    for kind in ["networks", "volumes", "secrets", "configs"] {
+        for (name, def) in root.get(kind).and_then(Node::as_map).into_iter().flatten() {
+            let path = format!("{kind}.{name}");
+            let Some(m) = def.as_map() else { continue };
+            let external = matches!(m.get("external").map(|e| &e.value), Some(Value::Bool(true)));
+            if external {
+                for key in ["driver", "driver_opts", "internal", "file", "environment", "content"] {
+                    if let Some(n) = m.get(key) {
+                        return Err(LoadError::invalid(n.loc.clone(), path, format!("conflicting parameters \"external\" and {key:?} specified")));
+                    }
+                }
+                continue;
+            }
+            let sources: &[&str] = match kind {
+                "secrets" => &["file", "environment"],
+                "configs" => &["file", "environment", "content"],
+                _ => continue,
+            };
+            if !sources.iter().any(|k| m.contains_key(*k)) {
+                return Err(LoadError::invalid(def.loc.clone(), path, format!("one of {} must be set", sources.join("|"))));
+            }
+        }
     }
     Ok(())
 }

@@ -400,6 +400,28 @@ fn is_yaml_float(s: &str) -> bool {
 }
 
 impl Builder {
+    /// The key path of `key` inside the collection currently being built.
+    fn key_path(&self, key: &str) -> String {
+        let mut out = String::new();
+        for frame in &self.stack {
+            match frame {
+                Frame::Map { key: Some((k, _)), .. } => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(&k.scalar_text().unwrap_or_default());
+                }
+                Frame::Seq { items, .. } => out.push_str(&format!("[{}]", items.len())),
+                Frame::Map { key: None, .. } => {}
+            }
+        }
+        if !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(key);
+        out
+    }
+
     fn location(&self, m: &Marker) -> Location {
         Location { file: self.file.clone(), line: m.line() as u32, col: m.col() as u32 + 1 }
     }
@@ -431,6 +453,7 @@ impl Builder {
 
     fn finish_map(&mut self, entries: Vec<(Node, bool, Node)>, loc: Location, tag: Tag) -> Option<Node> {
         let mut map = Map::new();
+        let mut key_lines: HashMap<String, u32> = HashMap::new();
         let mut merged: Vec<Node> = Vec::new();
         for (k, plain, v) in entries {
             let key = match &k.value {
@@ -461,11 +484,13 @@ impl Builder {
                 }
                 continue;
             }
-            if let Some(prev) = map.get(&key) {
-                let line = prev.loc.as_ref().map_or(0, |l| l.line);
-                self.fail(LoadError::invalid(k.loc.clone(), key.clone(), format!("mapping key {key:?} already defined at line {line}")));
+            let line = k.loc.as_ref().map_or(0, |l| l.line);
+            if let Some(prev) = key_lines.get(&key) {
+                let path = self.key_path(&key);
+                self.fail(LoadError::invalid(k.loc.clone(), path, format!("mapping key {key:?} already defined at line {prev}")));
                 return None;
             }
+            key_lines.insert(key.clone(), line);
             map.insert(key, v);
         }
         for m in merged {
@@ -593,6 +618,8 @@ mod tests {
         let file: Arc<str> = Arc::from("t.yaml");
         let err = parse("a: 1\nb: 2\na: 3\n", &file).unwrap_err().to_string();
         assert_eq!(err, "t.yaml:3:1: a: mapping key \"a\" already defined at line 1");
+        let err = parse("services:\n  web:\n    image: a\n  web:\n    image: b\n", &file).unwrap_err().to_string();
+        assert_eq!(err, "t.yaml:4:3: services.web: mapping key \"web\" already defined at line 2");
     }
 
     #[test]
