@@ -646,6 +646,6 @@ mod tests {
     fn key_paths_from_pointers() {
         let n = one("services:\n  web:\n    ports: [a, b]\n");
         assert_eq!(pointer_to_key_path(&n, "/services/web/ports/1"), "services.web.ports[1]");
-        assert_eq!(n.locate("/services/web/ports/1").loc.as_ref().map(|l| (l.line, l.col)), Some((3, 15)));
+        assert_eq!(n.locate("/services/web/ports/1").loc.as_ref().map(|l| (l.line, l.col)), Some((3, 16)));
     }
 }
