@@ -28,7 +28,13 @@ pub struct Cli {
     #[arg(long = "profile", global = true, value_name = "PROFILE")]
     pub profiles: Vec<String>,
     /// State directory.
-    #[arg(long, env = "BERTH_ROOT", default_value = "/var/lib/berth", global = true, value_name = "DIR")]
+    #[arg(
+        long,
+        env = "BERTH_ROOT",
+        default_value = "/var/lib/berth",
+        global = true,
+        value_name = "DIR"
+    )]
     pub root: PathBuf,
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
@@ -96,7 +102,12 @@ pub type Result<T> = anyhow::Result<T>;
 
 impl Cli {
     /// Resolves the loader options from the flags and the given environment.
-    pub fn load_options(&self, env: impl IntoIterator<Item = (String, String)>, services: &[String], interpolate: bool) -> Result<LoadOptions> {
+    pub fn load_options(
+        &self,
+        env: impl IntoIterator<Item = (String, String)>,
+        services: &[String],
+        interpolate: bool,
+    ) -> Result<LoadOptions> {
         let environment: indexmap::IndexMap<String, String> = env.into_iter().collect();
         let home = environment.get("HOME").map(PathBuf::from);
         Ok(LoadOptions {
@@ -105,7 +116,12 @@ impl Cli {
             project_name: self.project_name.clone(),
             project_directory: self.project_directory.clone(),
             env_files: self.env_files.clone(),
-            profiles: self.profiles.iter().flat_map(|p| p.split(',')).map(str::to_string).collect(),
+            profiles: self
+                .profiles
+                .iter()
+                .flat_map(|p| p.split(','))
+                .map(str::to_string)
+                .collect(),
             services: services.to_vec(),
             environment,
             interpolate,
@@ -148,7 +164,12 @@ pub fn render_config(project: &Project, args: &ConfigArgs) -> Result<String> {
         return Ok(lines(project.service_names().map(str::to_string).collect()));
     }
     if args.list_volumes {
-        let vols = project.canonical.get("volumes").and_then(|v| v.as_object()).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let vols = project
+            .canonical
+            .get("volumes")
+            .and_then(|v| v.as_object())
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         return Ok(lines(vols));
     }
     if args.list_profiles {
@@ -163,7 +184,11 @@ pub fn render_config(project: &Project, args: &ConfigArgs) -> Result<String> {
         return Ok(lines(images));
     }
     // Like Compose, literal `$` is written back escaped, so the output loads to the same project.
-    let doc = if args.no_interpolate { project.canonical.clone() } else { escape_dollars(&project.canonical) };
+    let doc = if args.no_interpolate {
+        project.canonical.clone()
+    } else {
+        escape_dollars(&project.canonical)
+    };
     Ok(match args.format {
         Format::Json => serde_json::to_string_pretty(&doc)? + "\n",
         Format::Yaml => crate::compose::yaml::to_yaml_string(&doc),

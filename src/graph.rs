@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::Direction;
+use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::compose::Project;
 
@@ -37,7 +37,10 @@ impl ServiceGraph {
     }
 
     /// Builds a graph from service names and `(dependant, dependency)` pairs.
-    pub fn from_edges<'a>(names: impl IntoIterator<Item = &'a str>, edges: &[(&str, &str)]) -> Result<ServiceGraph, GraphError> {
+    pub fn from_edges<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+        edges: &[(&str, &str)],
+    ) -> Result<ServiceGraph, GraphError> {
         let mut graph = DiGraph::new();
         let mut index: HashMap<String, NodeIndex> = HashMap::new();
         for n in names {
@@ -97,8 +100,16 @@ impl ServiceGraph {
     /// Start order: each level holds services whose dependencies are all in earlier levels.
     /// Services within a level can start in parallel. Names are sorted within a level.
     pub fn start_levels(&self) -> Vec<Vec<String>> {
-        let mut remaining: Vec<usize> = self.graph.node_indices().map(|i| self.graph.neighbors_directed(i, Direction::Outgoing).count()).collect();
-        let mut ready: Vec<NodeIndex> = self.graph.node_indices().filter(|i| remaining[i.index()] == 0).collect();
+        let mut remaining: Vec<usize> = self
+            .graph
+            .node_indices()
+            .map(|i| self.graph.neighbors_directed(i, Direction::Outgoing).count())
+            .collect();
+        let mut ready: Vec<NodeIndex> = self
+            .graph
+            .node_indices()
+            .filter(|i| remaining[i.index()] == 0)
+            .collect();
         let mut levels = Vec::new();
         while !ready.is_empty() {
             let mut names: Vec<String> = ready.iter().map(|&i| self.graph[i].clone()).collect();
@@ -140,7 +151,11 @@ mod tests {
 
     #[test]
     fn levels_follow_dependencies() {
-        let g = ServiceGraph::from_edges(["web", "api", "db", "cache"], &[("web", "api"), ("api", "db"), ("api", "cache")]).expect("acyclic");
+        let g = ServiceGraph::from_edges(
+            ["web", "api", "db", "cache"],
+            &[("web", "api"), ("api", "db"), ("api", "cache")],
+        )
+        .expect("acyclic");
         assert_eq!(g.start_levels(), vec![vec!["cache", "db"], vec!["api"], vec!["web"]]);
         assert_eq!(g.stop_levels(), vec![vec!["web"], vec!["api"], vec!["cache", "db"]]);
     }
@@ -153,6 +168,9 @@ mod tests {
 
     #[test]
     fn self_dependency_is_a_cycle() {
-        assert_eq!(find_cycle(["a"], &[("a", "a")]), Some(vec!["a".to_string(), "a".to_string()]));
+        assert_eq!(
+            find_cycle(["a"], &[("a", "a")]),
+            Some(vec!["a".to_string(), "a".to_string()])
+        );
     }
 }

@@ -38,7 +38,8 @@ struct Case {
 fn read_case(dir: &Path) -> Case {
     let args = std::fs::read_to_string(dir.join("args")).unwrap_or_default();
     let mut lines = args.lines();
-    let split = |l: Option<&str>| berth::compose::units::shell_split(l.unwrap_or("")).expect("args file quotes are balanced");
+    let split =
+        |l: Option<&str>| berth::compose::units::shell_split(l.unwrap_or("")).expect("args file quotes are balanced");
     let before = split(lines.next());
     let after = split(lines.next());
     let env = std::fs::read_to_string(dir.join("env"))
@@ -51,13 +52,25 @@ fn read_case(dir: &Path) -> Case {
         Ok(sub) => dir.join(sub.trim()),
         Err(_) => dir.to_path_buf(),
     };
-    Case { dir: dir.to_path_buf(), before, after, env, cwd }
+    Case {
+        dir: dir.to_path_buf(),
+        before,
+        after,
+        env,
+        cwd,
+    }
 }
 
 fn run(program: &str, case: &Case) -> Output {
     let mut cmd = Command::new(program);
-    cmd.args(&case.before).arg("config").args(["--format", "json"]).args(&case.after);
-    cmd.current_dir(&case.cwd).env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin").env("HOME", HOME);
+    cmd.args(&case.before)
+        .arg("config")
+        .args(["--format", "json"])
+        .args(&case.after);
+    cmd.current_dir(&case.cwd)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", HOME);
     for (k, v) in &case.env {
         cmd.env(k, v);
     }
@@ -69,10 +82,15 @@ fn normalise(v: &Value) -> Option<Value> {
     match v {
         Value::Null => None,
         Value::Object(m) => {
-            let out: serde_json::Map<String, Value> = m.iter().filter_map(|(k, v)| normalise(v).map(|v| (k.clone(), v))).collect();
+            let out: serde_json::Map<String, Value> = m
+                .iter()
+                .filter_map(|(k, v)| normalise(v).map(|v| (k.clone(), v)))
+                .collect();
             (!out.is_empty()).then_some(Value::Object(out))
         }
-        Value::Array(a) => Some(Value::Array(a.iter().map(|v| normalise(v).unwrap_or(Value::Null)).collect())),
+        Value::Array(a) => Some(Value::Array(
+            a.iter().map(|v| normalise(v).unwrap_or(Value::Null)).collect(),
+        )),
         other => Some(other.clone()),
     }
 }
@@ -112,7 +130,10 @@ fn diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
 }
 
 fn compare(label: &str, ours: &Value, theirs: &Value) -> Option<String> {
-    let (a, b) = (normalise(ours).unwrap_or(Value::Null), normalise(theirs).unwrap_or(Value::Null));
+    let (a, b) = (
+        normalise(ours).unwrap_or(Value::Null),
+        normalise(theirs).unwrap_or(Value::Null),
+    );
     let mut out = Vec::new();
     diff("", &a, &b, &mut out);
     (!out.is_empty()).then(|| format!("{label}:\n{}", out.join("\n")))
@@ -121,14 +142,24 @@ fn compare(label: &str, ours: &Value, theirs: &Value) -> Option<String> {
 #[test]
 fn valid_fixtures_match_recorded_compose_output() {
     let all = cases(&fixtures_dir());
-    assert!(all.len() >= 60, "expected at least 60 fixture cases, found {}", all.len());
+    assert!(
+        all.len() >= 60,
+        "expected at least 60 fixture cases, found {}",
+        all.len()
+    );
     let mut failures = Vec::new();
     for dir in &all {
         let case = read_case(dir);
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let out = run(env!("CARGO_BIN_EXE_berth"), &case);
         if !out.status.success() {
-            failures.push(format!("{name}: berth failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            failures.push(format!(
+                "{name}: berth failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
             continue;
         }
         let ours: Value = match serde_json::from_slice(&out.stdout) {
@@ -142,23 +173,39 @@ fn valid_fixtures_match_recorded_compose_output() {
             failures.push(d);
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), all.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        all.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn invalid_fixtures_fail_with_the_expected_error() {
     let all = cases(&fixtures_dir().join("invalid"));
-    assert!(all.len() >= 15, "expected at least 15 invalid cases, found {}", all.len());
+    assert!(
+        all.len() >= 15,
+        "expected at least 15 invalid cases, found {}",
+        all.len()
+    );
     let mut failures = Vec::new();
     for dir in &all {
         let case = read_case(dir);
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let want = std::fs::read_to_string(dir.join("expected-error.txt"))
             .unwrap_or_else(|_| panic!("{name}: expected-error.txt is missing"));
         let out = run(env!("CARGO_BIN_EXE_berth"), &case);
         let stderr = String::from_utf8_lossy(&out.stderr).replace(&*dir.to_string_lossy(), "${FIXTURE_DIR}");
         if out.status.success() {
-            failures.push(format!("{name}: berth succeeded, expected an error containing {:?}", want.trim()));
+            failures.push(format!(
+                "{name}: berth succeeded, expected an error containing {:?}",
+                want.trim()
+            ));
             continue;
         }
         if stderr.contains("panicked") {
@@ -171,7 +218,13 @@ fn invalid_fixtures_fail_with_the_expected_error() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} invalid cases differ:\n{}", failures.len(), all.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} invalid cases differ:\n{}",
+        failures.len(),
+        all.len(),
+        failures.join("\n")
+    );
 }
 
 /// Runs the real Docker Compose v2 next to berth on every valid case. `.ci/run` installs it
@@ -190,7 +243,10 @@ fn live_differential_against_docker_compose() {
     let all = cases(&fixtures_dir());
     for dir in &all {
         let case = read_case(dir);
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let theirs = run(&bin, &case);
         let ours = run(env!("CARGO_BIN_EXE_berth"), &case);
         if !theirs.status.success() || !ours.status.success() {
@@ -207,5 +263,11 @@ fn live_differential_against_docker_compose() {
             failures.push(d);
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases differ from live Docker Compose:\n{}", failures.len(), all.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ from live Docker Compose:\n{}",
+        failures.len(),
+        all.len(),
+        failures.join("\n")
+    );
 }

@@ -22,10 +22,16 @@ impl PathCtx<'_> {
     /// Resolves `p` to an absolute, lexically cleaned path.
     pub fn resolve(&self, p: &str) -> String {
         let expanded: PathBuf = match (p.strip_prefix('~'), self.home) {
-            (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => home.join(rest.trim_start_matches('/')),
+            (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+                home.join(rest.trim_start_matches('/'))
+            }
             _ => PathBuf::from(p),
         };
-        let joined = if expanded.is_absolute() { expanded } else { self.base_dir.join(expanded) };
+        let joined = if expanded.is_absolute() {
+            expanded
+        } else {
+            self.base_dir.join(expanded)
+        };
         clean(&joined).to_string_lossy().into_owned()
     }
 }
@@ -67,10 +73,10 @@ pub fn canonicalize(root: &mut Node, ctx: &PathCtx) -> Result<(), LoadError> {
     for kind in ["secrets", "configs"] {
         if let Some(items) = top.get_mut(kind).and_then(Node::as_map_mut) {
             for item in items.values_mut() {
-                if let Some(file) = item.as_map_mut().and_then(|m| m.get_mut("file")) {
-                    if let Some(s) = file.as_str() {
-                        *file = file.with(Value::Str(ctx.resolve(s)));
-                    }
+                if let Some(file) = item.as_map_mut().and_then(|m| m.get_mut("file"))
+                    && let Some(s) = file.as_str()
+                {
+                    *file = file.with(Value::Str(ctx.resolve(s)));
                 }
             }
         }
@@ -120,7 +126,11 @@ fn service(svc: &mut Map, path: &str, ctx: &PathCtx) -> Result<(), LoadError> {
             "deploy" => deploy(node, &p)?,
             "develop" => develop(node, &p, ctx)?,
             "logging" => {
-                if let Some(opts) = node.as_map_mut().and_then(|m| m.get_mut("options")).and_then(Node::as_map_mut) {
+                if let Some(opts) = node
+                    .as_map_mut()
+                    .and_then(|m| m.get_mut("options"))
+                    .and_then(Node::as_map_mut)
+                {
                     stringify_values(opts);
                 }
             }
@@ -167,7 +177,9 @@ fn list_or_dict(node: &mut Node, path: &str, sep: char, allow_null: bool) -> Res
         Value::Seq(items) => {
             let mut m = Map::new();
             for (i, item) in items.iter().enumerate() {
-                let text = item.scalar_text().ok_or_else(|| err(item, &format!("{path}[{i}]"), "must be a string"))?;
+                let text = item
+                    .scalar_text()
+                    .ok_or_else(|| err(item, &format!("{path}[{i}]"), "must be a string"))?;
                 match text.split_once(sep) {
                     Some((k, v)) => {
                         m.insert(k.to_string(), item.with(Value::Str(v.to_string())));
@@ -199,7 +211,9 @@ fn list_or_dict(node: &mut Node, path: &str, sep: char, allow_null: bool) -> Res
 
 /// `/dev/a[:/dev/b[:perms]]` → `{source, target, permissions}`.
 fn devices(node: &mut Node, path: &str) -> Result<(), LoadError> {
-    let Value::Seq(items) = &mut node.value else { return Ok(()) };
+    let Value::Seq(items) = &mut node.value else {
+        return Ok(());
+    };
     for (i, item) in items.iter_mut().enumerate() {
         let Value::Str(spec) = &item.value else { continue };
         let parts: Vec<&str> = spec.split(':').collect();
@@ -208,7 +222,13 @@ fn devices(node: &mut Node, path: &str) -> Result<(), LoadError> {
             [s, t] if t.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) && !t.is_empty() => (*s, *s, *t),
             [s, t] => (*s, *t, "rwm"),
             [s, t, p] => (*s, *t, *p),
-            _ => return Err(err(item, &format!("{path}[{i}]"), format!("invalid device specification {spec:?}"))),
+            _ => {
+                return Err(err(
+                    item,
+                    &format!("{path}[{i}]"),
+                    format!("invalid device specification {spec:?}"),
+                ));
+            }
         };
         let mut m = Map::new();
         m.insert("source".into(), Node::str(src));
@@ -220,7 +240,9 @@ fn devices(node: &mut Node, path: &str) -> Result<(), LoadError> {
 }
 
 fn hooks(node: &mut Node, path: &str) -> Result<(), LoadError> {
-    let Value::Seq(items) = &mut node.value else { return Ok(()) };
+    let Value::Seq(items) = &mut node.value else {
+        return Ok(());
+    };
     for (i, item) in items.iter_mut().enumerate() {
         if let Some(cmd) = item.as_map_mut().and_then(|m| m.get_mut("command")) {
             command(cmd, &format!("{path}[{i}].command"))?;
@@ -241,7 +263,11 @@ fn extra_hosts(node: &mut Node, path: &str) -> Result<(), LoadError> {
                 let (host, ip) = match text.split_once('=') {
                     Some(kv) => kv,
                     None => text.split_once(':').ok_or_else(|| {
-                        err(item, &format!("{path}[{i}]"), format!("invalid extra host {text:?}: expected host=ip or host:ip"))
+                        err(
+                            item,
+                            &format!("{path}[{i}]"),
+                            format!("invalid extra host {text:?}: expected host=ip or host:ip"),
+                        )
                     })?,
                 };
                 out.push(item.with(Value::Str(format!("{host}={}", unbracket(ip)))));
@@ -295,16 +321,18 @@ fn ports(node: &mut Node, path: &str) -> Result<(), LoadError> {
         match &item.value {
             Value::Map(m) => {
                 let mut m = m.clone();
-                if let Some(t) = m.get_mut("target") {
-                    if let Value::Str(s) = &t.value {
-                        let n: u32 = s.parse().map_err(|_| err(t, &format!("{p}.target"), format!("invalid containerPort: {s}")))?;
-                        t.value = Value::Int(n.into());
-                    }
+                if let Some(t) = m.get_mut("target")
+                    && let Value::Str(s) = &t.value
+                {
+                    let n: u32 = s
+                        .parse()
+                        .map_err(|_| err(t, &format!("{p}.target"), format!("invalid containerPort: {s}")))?;
+                    t.value = Value::Int(n.into());
                 }
-                if let Some(pb) = m.get_mut("published") {
-                    if let Value::Int(n) = pb.value {
-                        pb.value = Value::Str(n.to_string());
-                    }
+                if let Some(pb) = m.get_mut("published")
+                    && let Value::Int(n) = pb.value
+                {
+                    pb.value = Value::Str(n.to_string());
                 }
                 m.entry("mode".into()).or_insert_with(|| Node::str("ingress"));
                 m.entry("protocol".into()).or_insert_with(|| Node::str("tcp"));
@@ -327,7 +355,16 @@ fn ports(node: &mut Node, path: &str) -> Result<(), LoadError> {
                     out.push(item.with(Value::Map(m)));
                 }
             }
-            _ => return Err(err(item, &p, format!("invalid port: expected a string, number or mapping, got {}", item.type_name()))),
+            _ => {
+                return Err(err(
+                    item,
+                    &p,
+                    format!(
+                        "invalid port: expected a string, number or mapping, got {}",
+                        item.type_name()
+                    ),
+                ));
+            }
         }
     }
     node.value = Value::Seq(out);
@@ -349,15 +386,18 @@ fn volumes(node: &mut Node, path: &str, ctx: &PathCtx) -> Result<(), LoadError> 
             _ => return Err(err(item, &p, "invalid volume: expected a string or mapping")),
         };
         let kind = m.get("type").and_then(Node::as_str).unwrap_or("volume").to_string();
-        if kind == "bind" {
-            if let Some(src) = m.get_mut("source") {
-                if let Some(s) = src.as_str() {
-                    let abs = ctx.resolve(s);
-                    src.value = Value::Str(abs);
-                }
-            }
+        if kind == "bind"
+            && let Some(src) = m.get_mut("source")
+            && let Some(s) = src.as_str()
+        {
+            let abs = ctx.resolve(s);
+            src.value = Value::Str(abs);
         }
-        if let Some(size) = m.get_mut("tmpfs").and_then(Node::as_map_mut).and_then(|t| t.get_mut("size")) {
+        if let Some(size) = m
+            .get_mut("tmpfs")
+            .and_then(Node::as_map_mut)
+            .and_then(|t| t.get_mut("size"))
+        {
             bytes(size, &format!("{p}.tmpfs.size"))?;
         }
         out.push(item.with(Value::Map(m)));
@@ -373,10 +413,20 @@ fn short_volume(item: &Node, spec: &str, path: &str) -> Result<Map, LoadError> {
         [t] => (None, *t, None),
         [s, t] => (Some(*s), *t, None),
         [s, t, o] => (Some(*s), *t, Some(*o)),
-        _ => return Err(err(item, path, format!("invalid volume specification: {spec:?}: too many colons"))),
+        _ => {
+            return Err(err(
+                item,
+                path,
+                format!("invalid volume specification: {spec:?}: too many colons"),
+            ));
+        }
     };
     if target.is_empty() {
-        return Err(err(item, path, format!("invalid volume specification: {spec:?}: empty target")));
+        return Err(err(
+            item,
+            path,
+            format!("invalid volume specification: {spec:?}: empty target"),
+        ));
     }
     let kind = match source {
         Some(s) if is_bind_source(s) => "bind",
@@ -385,7 +435,11 @@ fn short_volume(item: &Node, spec: &str, path: &str) -> Result<Map, LoadError> {
     m.insert("type".into(), Node::str(kind));
     if let Some(s) = source {
         if s.is_empty() {
-            return Err(err(item, path, format!("invalid volume specification: {spec:?}: empty source")));
+            return Err(err(
+                item,
+                path,
+                format!("invalid volume specification: {spec:?}: empty source"),
+            ));
         }
         m.insert("source".into(), Node::str(s));
     }
@@ -409,7 +463,13 @@ fn short_volume(item: &Node, spec: &str, path: &str) -> Result<Map, LoadError> {
             }
             // Compose accepts and ignores Docker Desktop's consistency options.
             "consistent" | "cached" | "delegated" => {}
-            other => return Err(err(item, path, format!("invalid volume specification: {spec:?}: unknown option {other:?}"))),
+            other => {
+                return Err(err(
+                    item,
+                    path,
+                    format!("invalid volume specification: {spec:?}: unknown option {other:?}"),
+                ));
+            }
         }
     }
     if kind == "bind" {
@@ -426,7 +486,9 @@ fn depends_on(node: &mut Node, path: &str) -> Result<(), LoadError> {
     match &node.value {
         Value::Seq(items) => {
             for (i, item) in items.iter().enumerate() {
-                let name = item.as_str().ok_or_else(|| err(item, &format!("{path}[{i}]"), "must be a service name"))?;
+                let name = item
+                    .as_str()
+                    .ok_or_else(|| err(item, &format!("{path}[{i}]"), "must be a service name"))?;
                 let mut m = Map::new();
                 m.insert("condition".into(), Node::str("service_started"));
                 m.insert("required".into(), Node::new(Value::Bool(true)));
@@ -436,8 +498,10 @@ fn depends_on(node: &mut Node, path: &str) -> Result<(), LoadError> {
         Value::Map(m) => {
             for (name, dep) in m {
                 let mut d = dep.as_map().cloned().unwrap_or_default();
-                d.entry("condition".into()).or_insert_with(|| Node::str("service_started"));
-                d.entry("required".into()).or_insert_with(|| Node::new(Value::Bool(true)));
+                d.entry("condition".into())
+                    .or_insert_with(|| Node::str("service_started"));
+                d.entry("required".into())
+                    .or_insert_with(|| Node::new(Value::Bool(true)));
                 out.insert(name.clone(), dep.with(Value::Map(d)));
             }
         }
@@ -449,11 +513,14 @@ fn depends_on(node: &mut Node, path: &str) -> Result<(), LoadError> {
 
 fn healthcheck(node: &mut Node, path: &str) -> Result<(), LoadError> {
     let Some(m) = node.as_map_mut() else { return Ok(()) };
-    if let Some(test) = m.get_mut("test") {
-        if let Value::Str(s) = &test.value {
-            let items = vec![test.with(Value::Str("CMD-SHELL".into())), test.with(Value::Str(s.clone()))];
-            test.value = Value::Seq(items);
-        }
+    if let Some(test) = m.get_mut("test")
+        && let Value::Str(s) = &test.value
+    {
+        let items = vec![
+            test.with(Value::Str("CMD-SHELL".into())),
+            test.with(Value::Str(s.clone())),
+        ];
+        test.value = Value::Seq(items);
     }
     for key in ["interval", "timeout", "start_period", "start_interval"] {
         if let Some(d) = m.get_mut(key) {
@@ -492,13 +559,12 @@ fn build(node: &mut Node, path: &str, ctx: &PathCtx) -> Result<(), LoadError> {
         node.value = Value::Map(m);
     }
     let Some(m) = node.as_map_mut() else { return Ok(()) };
-    if let Some(c) = m.get_mut("context") {
-        if let Some(s) = c.as_str() {
-            if !is_remote_context(s) {
-                let abs = ctx.resolve(s);
-                c.value = Value::Str(abs);
-            }
-        }
+    if let Some(c) = m.get_mut("context")
+        && let Some(s) = c.as_str()
+        && !is_remote_context(s)
+    {
+        let abs = ctx.resolve(s);
+        c.value = Value::Str(abs);
     }
     if let Some(args) = m.get_mut("args") {
         list_or_dict(args, &format!("{path}.args"), '=', true)?;
@@ -517,11 +583,12 @@ fn build(node: &mut Node, path: &str, ctx: &PathCtx) -> Result<(), LoadError> {
     }
     if let Some(contexts) = m.get_mut("additional_contexts").and_then(Node::as_map_mut) {
         for c in contexts.values_mut() {
-            if let Some(s) = c.as_str() {
-                if !is_remote_context(s) && !s.contains(':') {
-                    let abs = ctx.resolve(s);
-                    c.value = Value::Str(abs);
-                }
+            if let Some(s) = c.as_str()
+                && !is_remote_context(s)
+                && !s.contains(':')
+            {
+                let abs = ctx.resolve(s);
+                c.value = Value::Str(abs);
             }
         }
     }
@@ -547,16 +614,17 @@ fn env_file(node: &mut Node, path: &str, ctx: &PathCtx) -> Result<(), LoadError>
             }
             Value::Map(m) => {
                 let mut m = m.clone();
-                m.entry("required".into()).or_insert_with(|| Node::new(Value::Bool(true)));
+                m.entry("required".into())
+                    .or_insert_with(|| Node::new(Value::Bool(true)));
                 m
             }
             _ => return Err(err(item, &format!("{path}[{i}]"), "must be a path or a mapping")),
         };
-        if let Some(p) = m.get_mut("path") {
-            if let Some(s) = p.as_str() {
-                let abs = ctx.resolve(s);
-                p.value = Value::Str(abs);
-            }
+        if let Some(p) = m.get_mut("path")
+            && let Some(s) = p.as_str()
+        {
+            let abs = ctx.resolve(s);
+            p.value = Value::Str(abs);
         }
         out.push(item.with(Value::Map(m)));
     }
@@ -575,7 +643,9 @@ fn networks(node: &mut Node) {
 }
 
 fn file_refs(node: &mut Node, path: &str, default_dir: Option<&str>) -> Result<(), LoadError> {
-    let Value::Seq(items) = &mut node.value else { return Ok(()) };
+    let Value::Seq(items) = &mut node.value else {
+        return Ok(());
+    };
     for (i, item) in items.iter_mut().enumerate() {
         if let Value::Str(s) = &item.value {
             let mut m = Map::new();
@@ -585,18 +655,17 @@ fn file_refs(node: &mut Node, path: &str, default_dir: Option<&str>) -> Result<(
         let Some(m) = item.as_map_mut() else {
             return Err(err(item, &format!("{path}[{i}]"), "must be a name or a mapping"));
         };
-        if let Some(mode) = m.get_mut("mode") {
-            if let Value::Int(n) = mode.value {
-                mode.value = Value::Str(format!("0{n:o}"));
-            }
+        if let Some(mode) = m.get_mut("mode")
+            && let Value::Int(n) = mode.value
+        {
+            mode.value = Value::Str(format!("0{n:o}"));
         }
-        if let Some(dir) = default_dir {
-            if !m.contains_key("target") {
-                if let Some(src) = m.get("source").and_then(Node::as_str) {
-                    let t = format!("{dir}{src}");
-                    m.insert("target".into(), Node::str(t));
-                }
-            }
+        if let Some(dir) = default_dir
+            && !m.contains_key("target")
+            && let Some(src) = m.get("source").and_then(Node::as_str)
+        {
+            let t = format!("{dir}{src}");
+            m.insert("target".into(), Node::str(t));
         }
     }
     Ok(())
@@ -607,23 +676,34 @@ fn deploy(node: &mut Node, path: &str) -> Result<(), LoadError> {
     if let Some(res) = m.get_mut("resources").and_then(Node::as_map_mut) {
         for kind in ["limits", "reservations"] {
             if let Some(r) = res.get_mut(kind).and_then(Node::as_map_mut) {
-                if let Some(c) = r.get_mut("cpus") {
-                    if let Value::Str(s) = &c.value {
-                        let f: f64 = s.trim().parse().map_err(|_| err(c, &format!("{path}.resources.{kind}.cpus"), format!("invalid cpus value {s:?}")))?;
-                        c.value = Value::Float(f);
-                    }
+                if let Some(c) = r.get_mut("cpus")
+                    && let Value::Str(s) = &c.value
+                {
+                    let f: f64 = s.trim().parse().map_err(|_| {
+                        err(
+                            c,
+                            &format!("{path}.resources.{kind}.cpus"),
+                            format!("invalid cpus value {s:?}"),
+                        )
+                    })?;
+                    c.value = Value::Float(f);
                 }
                 if let Some(mem) = r.get_mut("memory") {
                     bytes(mem, &format!("{path}.resources.{kind}.memory"))?;
                 }
-                for dev in r.get_mut("devices").and_then(|d| match &mut d.value {
-                    Value::Seq(s) => Some(s),
-                    _ => None,
-                }).into_iter().flatten() {
-                    if let Some(count) = dev.as_map_mut().and_then(|d| d.get_mut("count")) {
-                        if count.as_str() == Some("all") {
-                            count.value = Value::Int(-1);
-                        }
+                for dev in r
+                    .get_mut("devices")
+                    .and_then(|d| match &mut d.value {
+                        Value::Seq(s) => Some(s),
+                        _ => None,
+                    })
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(count) = dev.as_map_mut().and_then(|d| d.get_mut("count"))
+                        && count.as_str() == Some("all")
+                    {
+                        count.value = Value::Int(-1);
                     }
                 }
             }
@@ -645,17 +725,21 @@ fn deploy(node: &mut Node, path: &str) -> Result<(), LoadError> {
 }
 
 fn develop(node: &mut Node, path: &str, ctx: &PathCtx) -> Result<(), LoadError> {
-    let Some(watch) = node.as_map_mut().and_then(|m| m.get_mut("watch")) else { return Ok(()) };
-    let Value::Seq(items) = &mut watch.value else { return Ok(()) };
+    let Some(watch) = node.as_map_mut().and_then(|m| m.get_mut("watch")) else {
+        return Ok(());
+    };
+    let Value::Seq(items) = &mut watch.value else {
+        return Ok(());
+    };
     for (i, item) in items.iter_mut().enumerate() {
         let Some(m) = item.as_map_mut() else {
             return Err(err(item, &format!("{path}.watch[{i}]"), "must be a mapping"));
         };
-        if let Some(p) = m.get_mut("path") {
-            if let Some(s) = p.as_str() {
-                let abs = ctx.resolve(s);
-                p.value = Value::Str(abs);
-            }
+        if let Some(p) = m.get_mut("path")
+            && let Some(s) = p.as_str()
+        {
+            let abs = ctx.resolve(s);
+            p.value = Value::Str(abs);
         }
         if let Some(ign) = m.get_mut("ignore") {
             string_or_list(ign);
@@ -672,7 +756,10 @@ mod tests {
     fn canon(src: &str) -> serde_json::Value {
         let file: Arc<str> = Arc::from("t.yaml");
         let mut n = super::super::yaml::parse(src, &file).expect("parses").remove(0);
-        let ctx = PathCtx { base_dir: Path::new("/p"), home: Some(Path::new("/home/u")) };
+        let ctx = PathCtx {
+            base_dir: Path::new("/p"),
+            home: Some(Path::new("/home/u")),
+        };
         canonicalize(&mut n, &ctx).expect("canonical");
         n.to_json()
     }
@@ -681,16 +768,28 @@ mod tests {
     fn short_volumes_become_long() {
         let j = canon("services:\n  a:\n    volumes: ['./d:/d:ro', 'n:/x', '/anon', '~/f:/f']\n");
         let v = &j["services"]["a"]["volumes"];
-        assert_eq!(v[0], serde_json::json!({"type": "bind", "source": "/p/d", "target": "/d", "read_only": true, "bind": {"create_host_path": true}}));
-        assert_eq!(v[1], serde_json::json!({"type": "volume", "source": "n", "target": "/x", "volume": {}}));
-        assert_eq!(v[2], serde_json::json!({"type": "volume", "target": "/anon", "volume": {}}));
+        assert_eq!(
+            v[0],
+            serde_json::json!({"type": "bind", "source": "/p/d", "target": "/d", "read_only": true, "bind": {"create_host_path": true}})
+        );
+        assert_eq!(
+            v[1],
+            serde_json::json!({"type": "volume", "source": "n", "target": "/x", "volume": {}})
+        );
+        assert_eq!(
+            v[2],
+            serde_json::json!({"type": "volume", "target": "/anon", "volume": {}})
+        );
         assert_eq!(v[3]["source"], "/home/u/f");
     }
 
     #[test]
     fn environment_list_becomes_map() {
         let j = canon("services:\n  a:\n    environment: [A=1, B, C=x=y]\n");
-        assert_eq!(j["services"]["a"]["environment"], serde_json::json!({"A": "1", "B": null, "C": "x=y"}));
+        assert_eq!(
+            j["services"]["a"]["environment"],
+            serde_json::json!({"A": "1", "B": null, "C": "x=y"})
+        );
     }
 
     #[test]
@@ -702,8 +801,13 @@ mod tests {
     #[test]
     fn bad_port_names_its_key_path_and_line() {
         let file: Arc<str> = Arc::from("t.yaml");
-        let mut n = super::super::yaml::parse("services:\n  a:\n    ports:\n      - 80\n      - abc\n", &file).expect("parses").remove(0);
-        let ctx = PathCtx { base_dir: Path::new("/p"), home: None };
+        let mut n = super::super::yaml::parse("services:\n  a:\n    ports:\n      - 80\n      - abc\n", &file)
+            .expect("parses")
+            .remove(0);
+        let ctx = PathCtx {
+            base_dir: Path::new("/p"),
+            home: None,
+        };
         let e = canonicalize(&mut n, &ctx).unwrap_err().to_string();
         assert_eq!(e, "t.yaml:5:9: services.a.ports[1]: invalid containerPort: abc");
     }

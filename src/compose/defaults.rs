@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::canonical::PathCtx;
 use super::error::LoadError;
-use super::loader::{read_dotenv, Env};
+use super::loader::{Env, read_dotenv};
 use super::yaml::{Map, Node, Value};
 
 /// Applies the defaults to the merged project tree.
@@ -21,11 +21,23 @@ pub fn apply(root: &mut Node, project: &str, env: &Env, _paths: &PathCtx) -> Res
             let Some(m) = svc.as_map_mut() else { continue };
             service(m, name, env)?;
             implicit_dependencies(m);
-            for list in ["ports", "volumes", "secrets", "configs", "devices", "env_file", "expose", "cap_add", "cap_drop", "dns", "extra_hosts"] {
-                if let Some(node) = m.get_mut(list) {
-                    if let Value::Seq(items) = std::mem::replace(&mut node.value, Value::Null) {
-                        node.value = Value::Seq(super::merge::dedupe(list, items));
-                    }
+            for list in [
+                "ports",
+                "volumes",
+                "secrets",
+                "configs",
+                "devices",
+                "env_file",
+                "expose",
+                "cap_add",
+                "cap_drop",
+                "dns",
+                "extra_hosts",
+            ] {
+                if let Some(node) = m.get_mut(list)
+                    && let Value::Seq(items) = std::mem::replace(&mut node.value, Value::Null)
+                {
+                    node.value = Value::Seq(super::merge::dedupe(list, items));
                 }
             }
             if let Some(Value::Seq(hosts)) = m.get_mut("extra_hosts").map(|n| &mut n.value) {
@@ -52,7 +64,9 @@ pub fn apply(root: &mut Node, project: &str, env: &Env, _paths: &PathCtx) -> Res
     }
     prune_unused(top);
     for kind in ["networks", "volumes", "secrets", "configs"] {
-        let Some(items) = top.get_mut(kind).and_then(Node::as_map_mut) else { continue };
+        let Some(items) = top.get_mut(kind).and_then(Node::as_map_mut) else {
+            continue;
+        };
         for (key, item) in items.iter_mut() {
             if item.is_null() {
                 *item = Node::map();
@@ -60,7 +74,11 @@ pub fn apply(root: &mut Node, project: &str, env: &Env, _paths: &PathCtx) -> Res
             let Some(m) = item.as_map_mut() else { continue };
             let external = matches!(m.get("external").map(|e| &e.value), Some(Value::Bool(true)));
             if !m.contains_key("name") {
-                let name = if external { key.clone() } else { format!("{project}_{key}") };
+                let name = if external {
+                    key.clone()
+                } else {
+                    format!("{project}_{key}")
+                };
                 m.insert("name".into(), Node::str(name));
             }
             if kind == "networks" && !m.contains_key("ipam") {
@@ -83,7 +101,9 @@ fn service(m: &mut Map, name: &str, env: &Env) -> Result<(), LoadError> {
     let mut environment = Map::new();
     if let Some(files) = m.shift_remove("env_file") {
         for (i, f) in files.as_seq().into_iter().flatten().enumerate() {
-            let Some(path) = f.get("path").and_then(Node::as_str) else { continue };
+            let Some(path) = f.get("path").and_then(Node::as_str) else {
+                continue;
+            };
             let required = !matches!(f.get("required").map(|r| &r.value), Some(Value::Bool(false)));
             let p = Path::new(path);
             if !p.is_file() {
@@ -97,17 +117,21 @@ fn service(m: &mut Map, name: &str, env: &Env) -> Result<(), LoadError> {
                 continue;
             }
             let raw = f.get("format").and_then(Node::as_str) == Some("raw");
-            let vars = if raw { read_raw_env(p)? } else { read_dotenv(p, env, &Env::new())? };
+            let vars = if raw {
+                read_raw_env(p)?
+            } else {
+                read_dotenv(p, env, &Env::new())?
+            };
             for (k, v) in vars {
                 environment.insert(k, f.with(Value::Str(v)));
             }
         }
     }
-    if let Some(own) = m.shift_remove("environment") {
-        if let Value::Map(own) = own.value {
-            for (k, v) in own {
-                environment.insert(k, v);
-            }
+    if let Some(own) = m.shift_remove("environment")
+        && let Value::Map(own) = own.value
+    {
+        for (k, v) in own {
+            environment.insert(k, v);
         }
     }
     if !environment.is_empty() {
@@ -138,18 +162,23 @@ fn implicit_dependencies(m: &mut Map) {
             implied.push((target.to_string(), true, link));
         }
     }
-    if let Some(mode) = m.get("network_mode") {
-        if let Some(target) = mode.as_str().and_then(|n| n.strip_prefix("service:")) {
-            implied.push((target.to_string(), true, mode));
-        }
+    if let Some(mode) = m.get("network_mode")
+        && let Some(target) = mode.as_str().and_then(|n| n.strip_prefix("service:"))
+    {
+        implied.push((target.to_string(), true, mode));
     }
     for vf in m.get("volumes_from").and_then(Node::as_seq).into_iter().flatten() {
         match vf.as_str() {
-            Some(v) if !v.starts_with("container:") => implied.push((v.split(':').next().unwrap_or(v).to_string(), false, vf)),
+            Some(v) if !v.starts_with("container:") => {
+                implied.push((v.split(':').next().unwrap_or(v).to_string(), false, vf))
+            }
             _ => {}
         }
     }
-    let implied: Vec<(String, bool, Node)> = implied.into_iter().map(|(t, r, n)| (t, r, n.with(Value::Null))).collect();
+    let implied: Vec<(String, bool, Node)> = implied
+        .into_iter()
+        .map(|(t, r, n)| (t, r, n.with(Value::Null)))
+        .collect();
     if implied.is_empty() {
         return;
     }
@@ -193,14 +222,18 @@ fn prune_unused(top: &mut Map) {
                 used[0].extend(nets.keys().cloned());
             }
             for v in svc.get("volumes").and_then(Node::as_seq).into_iter().flatten() {
-                if v.get("type").and_then(Node::as_str) == Some("volume") {
-                    if let Some(src) = v.get("source").and_then(Node::as_str) {
-                        used[1].insert(src.to_string());
-                    }
+                if v.get("type").and_then(Node::as_str) == Some("volume")
+                    && let Some(src) = v.get("source").and_then(Node::as_str)
+                {
+                    used[1].insert(src.to_string());
                 }
             }
             let build_secrets = svc.get("build").and_then(|b| b.get("secrets")).and_then(Node::as_seq);
-            for (i, refs) in [(2, svc.get("secrets").and_then(Node::as_seq)), (2, build_secrets), (3, svc.get("configs").and_then(Node::as_seq))] {
+            for (i, refs) in [
+                (2, svc.get("secrets").and_then(Node::as_seq)),
+                (2, build_secrets),
+                (3, svc.get("configs").and_then(Node::as_seq)),
+            ] {
                 for r in refs.into_iter().flatten() {
                     if let Some(src) = r.get("source").and_then(Node::as_str) {
                         used[i].insert(src.to_string());
@@ -234,10 +267,11 @@ pub fn finish(root: &mut Node) {
             Value::Map(m) => {
                 m.retain(|k, v| {
                     let nested_extension = depth > 0 && k.starts_with("x-");
-                    let omitted_false = matches!(v.value, Value::Bool(false)) && !matches!(k.as_str(), "required" | "attach");
+                    let omitted_false =
+                        matches!(v.value, Value::Bool(false)) && !matches!(k.as_str(), "required" | "attach");
                     let zero_ulimit = parent == "ulimits" && matches!(v.value, Value::Int(0));
-                    let dropped = (parent == "ipam" && k == "options")
-                        || (k == "dockerfile_inline" && v.as_str() == Some(""));
+                    let dropped =
+                        (parent == "ipam" && k == "options") || (k == "dockerfile_inline" && v.as_str() == Some(""));
                     !(nested_extension || omitted_false || zero_ulimit || dropped)
                 });
                 for (k, v) in m.iter_mut() {

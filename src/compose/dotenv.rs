@@ -38,7 +38,11 @@ pub struct DotenvError {
 /// Compose consults `lookup` *before* the file's own earlier keys (an OS variable wins over a value
 /// set earlier in the file), and so does this function.
 pub fn parse(src: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<IndexMap<String, String>, DotenvError> {
-    let mut p = Parser { line: 1, out: IndexMap::new(), lookup };
+    let mut p = Parser {
+        line: 1,
+        out: IndexMap::new(),
+        lookup,
+    };
     p.run(src.strip_prefix('\u{FEFF}').unwrap_or(src))?;
     Ok(p.out)
 }
@@ -84,7 +88,10 @@ impl Parser<'_> {
     }
 
     fn error(&self, message: impl Into<String>) -> DotenvError {
-        DotenvError { line: self.line, message: message.into() }
+        DotenvError {
+            line: self.line,
+            message: message.into(),
+        }
     }
 
     /// Looks a name up the way Compose does while parsing: `lookup` first, then the file so far.
@@ -120,10 +127,14 @@ impl Parser<'_> {
     /// Reads the key of the statement at the start of `src`.
     fn locate_key<'a>(&mut self, mut src: &'a str) -> Result<Key<'a>, DotenvError> {
         // Go's `^export\s+`, where `\s` is `[\t\n\f\r ]` (no vertical tab).
-        if let Some(after) = src.strip_prefix("export") {
-            if after.starts_with(['\t', '\n', '\x0C', '\r', ' ']) {
-                src = after.trim_start_matches(is_blank);
-            }
+        if let Some(after) = src.strip_prefix("export")
+            && after.starts_with(['\t', '\n', '\x0C', '\r', ' '])
+        {
+            src = after.trim_start_matches(is_blank);
+        }
+        if src.is_empty() {
+            // Only `export` followed by blanks at the very end of the file gets here.
+            return Err(self.error("zero length string"));
         }
         // Without a terminator (a last line with no `=`, `:` or newline) the key is empty and the
         // whole text becomes the value, as in Compose.
@@ -199,7 +210,11 @@ impl Parser<'_> {
                 chars.push(c);
                 continue;
             }
-            let value = if quote == '"' { self.expand(&expand_escapes(&chars), key_line)? } else { chars };
+            let value = if quote == '"' {
+                self.expand(&expand_escapes(&chars), key_line)?
+            } else {
+                chars
+            };
             return Ok((value, &src[i + 1..]));
         }
         let first_line = src.split('\n').next().unwrap_or("");
@@ -208,7 +223,10 @@ impl Parser<'_> {
 
     /// Interpolates a value, reporting errors at the statement's first line.
     fn expand(&self, value: &str, line: usize) -> Result<String, DotenvError> {
-        interpolate(value, &|name| self.resolve(name)).map_err(|e| DotenvError { line, message: e.to_string() })
+        interpolate(value, &|name| self.resolve(name)).map_err(|e| DotenvError {
+            line,
+            message: e.to_string(),
+        })
     }
 }
 

@@ -109,12 +109,19 @@ pub enum LoadError {
 impl LoadError {
     /// An `Invalid` error at an optional location and key path.
     pub fn invalid(loc: Option<Location>, path: impl Into<String>, message: impl Into<String>) -> Self {
-        LoadError::Invalid { at: At(loc), path: KeyPath(path.into()), message: message.into() }
+        LoadError::Invalid {
+            at: At(loc),
+            path: KeyPath(path.into()),
+            message: message.into(),
+        }
     }
 
     /// An `Io` error for `path`.
     pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
-        LoadError::Io { path: path.into(), error }
+        LoadError::Io {
+            path: path.into(),
+            error,
+        }
     }
 }
 

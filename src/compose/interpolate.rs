@@ -141,12 +141,20 @@ fn next_match(t: &str, from: usize) -> Option<Match<'_>> {
         let after = start + 1;
         let rest = t.get(after..).unwrap_or("");
         if rest.starts_with('$') {
-            return Some(Match { start, end: after + 1, kind: Kind::Escaped });
+            return Some(Match {
+                start,
+                end: after + 1,
+                kind: Kind::Escaped,
+            });
         }
         let n = name_len(rest);
         if n > 0 {
             let name = &rest[..n];
-            return Some(Match { start, end: after + n, kind: Kind::Plain(name) });
+            return Some(Match {
+                start,
+                end: after + n,
+                kind: Kind::Plain(name),
+            });
         }
         if rest.starts_with('{') {
             return Some(braced(t, start));
@@ -157,7 +165,11 @@ fn next_match(t: &str, from: usize) -> Option<Match<'_>> {
 
 /// Matches the part of the pattern after `${`, for a `$` at byte `start`.
 fn braced(t: &str, start: usize) -> Match<'_> {
-    let invalid = |reason| Match { start, end: start + 2, kind: Kind::Invalid(reason) };
+    let invalid = |reason| Match {
+        start,
+        end: start + 2,
+        kind: Kind::Invalid(reason),
+    };
     let name_start = start + 2;
     let body = t.get(name_start..).unwrap_or("");
     let n = name_len(body);
@@ -171,12 +183,20 @@ fn braced(t: &str, start: usize) -> Match<'_> {
         let line = t.get(arg_start..).unwrap_or("");
         let line = line.split('\n').next().unwrap_or("");
         return match line.rfind('}') {
-            Some(close) => Match { start, end: arg_start + close + 1, kind: Kind::WithOp { name, op, arg_start } },
+            Some(close) => Match {
+                start,
+                end: arg_start + close + 1,
+                kind: Kind::WithOp { name, op, arg_start },
+            },
             None => invalid("missing \"}\" on the same line"),
         };
     }
     if after_name.starts_with('}') {
-        return Match { start, end: name_start + n + 1, kind: Kind::Plain(name) };
+        return Match {
+            start,
+            end: name_start + n + 1,
+            kind: Kind::Plain(name),
+        };
     }
     if after_name.is_empty() {
         invalid("missing \"}\"")
@@ -234,7 +254,10 @@ fn substitute(t: &str, lookup: &dyn Fn(&str) -> Option<String>, depth: usize) ->
             Kind::Plain(name) => out.push_str(&lookup(name).unwrap_or_default()),
             Kind::Invalid(reason) => {
                 let template = sub_template.map_or(t, |(s, e)| &t[s..e]);
-                return Err(InterpolateError::Syntax { template: template.to_string(), reason: reason.to_string() });
+                return Err(InterpolateError::Syntax {
+                    template: template.to_string(),
+                    reason: reason.to_string(),
+                });
             }
             Kind::WithOp { name, op, arg_start } => {
                 let (arg_end, next) = match first_brace_closing_index(&t[m.start..m.end]) {
@@ -253,10 +276,16 @@ fn substitute(t: &str, lookup: &dyn Fn(&str) -> Option<String>, depth: usize) ->
                     Op::AltSet if set => arg,
                     Op::AltNonEmpty | Op::AltSet => String::new(),
                     Op::RequiredNonEmpty if !non_empty => {
-                        return Err(InterpolateError::Required { name: name.to_string(), message: arg });
+                        return Err(InterpolateError::Required {
+                            name: name.to_string(),
+                            message: arg,
+                        });
                     }
                     Op::RequiredSet if !set => {
-                        return Err(InterpolateError::Required { name: name.to_string(), message: arg });
+                        return Err(InterpolateError::Required {
+                            name: name.to_string(),
+                            message: arg,
+                        });
                     }
                     _ => value.unwrap_or_default(),
                 };

@@ -12,10 +12,15 @@ use super::canonical::{self, PathCtx};
 use super::error::LoadError;
 use super::merge;
 use super::yaml::{self, Map, Node, Value};
-use super::{defaults, dotenv, schema, typecast, validate, LoadOptions, Project};
+use super::{LoadOptions, Project, defaults, dotenv, schema, typecast, validate};
 
 /// Base names looked for, in order of preference.
-pub const CANDIDATES: &[&str] = &["compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml"];
+pub const CANDIDATES: &[&str] = &[
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yml",
+    "docker-compose.yaml",
+];
 /// Override files applied automatically after a discovered file, in order of preference.
 pub const OVERRIDES: &[&str] = &[
     "compose.override.yaml",
@@ -35,13 +40,20 @@ pub fn load(opts: &LoadOptions) -> Result<Project, LoadError> {
     // COMPOSE_* variables may come from a .env next to where we start.
     let pre_env_dir = project_directory.clone().unwrap_or_else(|| working_dir.clone());
     let pre_env = read_env(opts, &working_dir, &pre_env_dir)?;
-    let sep = pre_env.get("COMPOSE_PATH_SEPARATOR").cloned().unwrap_or_else(|| ":".into());
+    let sep = pre_env
+        .get("COMPOSE_PATH_SEPARATOR")
+        .cloned()
+        .unwrap_or_else(|| ":".into());
 
     let mut files: Vec<PathBuf> = opts.files.iter().map(|f| absolute(f, &working_dir)).collect();
-    if files.is_empty() {
-        if let Some(list) = pre_env.get("COMPOSE_FILE").filter(|s| !s.is_empty()) {
-            files = list.split(sep.as_str()).filter(|s| !s.is_empty()).map(|f| absolute(Path::new(f), &working_dir)).collect();
-        }
+    if files.is_empty()
+        && let Some(list) = pre_env.get("COMPOSE_FILE").filter(|s| !s.is_empty())
+    {
+        files = list
+            .split(sep.as_str())
+            .filter(|s| !s.is_empty())
+            .map(|f| absolute(Path::new(f), &working_dir))
+            .collect();
     }
     if files.is_empty() {
         files = discover(&working_dir)?;
@@ -54,7 +66,11 @@ pub fn load(opts: &LoadOptions) -> Result<Project, LoadError> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| working_dir.clone()),
     };
-    let mut env = if project_dir == pre_env_dir { pre_env } else { read_env(opts, &working_dir, &project_dir)? };
+    let mut env = if project_dir == pre_env_dir {
+        pre_env
+    } else {
+        read_env(opts, &working_dir, &project_dir)?
+    };
 
     // The name is known before interpolation, so files can use ${COMPOSE_PROJECT_NAME}.
     let parsed: Vec<Vec<Node>> = files.iter().map(|f| parse_file(f, opts)).collect::<Result<_, _>>()?;
@@ -74,7 +90,15 @@ pub fn load(opts: &LoadOptions) -> Result<Project, LoadError> {
     root.as_map_mut().map(|m| m.shift_remove("include"));
     let all_profiles = declared_profiles(&root);
     let disabled = profiles_filter(&mut root, &profiles, &opts.services);
-    defaults::apply(&mut root, &name, &env, &PathCtx { base_dir: &project_dir, home: opts.home.as_deref() })?;
+    defaults::apply(
+        &mut root,
+        &name,
+        &env,
+        &PathCtx {
+            base_dir: &project_dir,
+            home: opts.home.as_deref(),
+        },
+    )?;
     validate::check(&mut root, &disabled)?;
     defaults::finish(&mut root);
     if !opts.services.is_empty() {
@@ -135,12 +159,18 @@ fn read_env(opts: &LoadOptions, working_dir: &Path, dir: &Path) -> Result<Env, L
 pub fn read_dotenv(path: &Path, os: &Env, earlier: &Env) -> Result<Env, LoadError> {
     let src = std::fs::read_to_string(path).map_err(|e| LoadError::io(path, e))?;
     let lookup = |k: &str| os.get(k).or_else(|| earlier.get(k)).cloned();
-    dotenv::parse(&src, &lookup).map_err(|error| LoadError::Dotenv { path: path.to_path_buf(), error })
+    dotenv::parse(&src, &lookup).map_err(|error| LoadError::Dotenv {
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
 /// How a file's name appears in error messages: relative to the working directory when inside it.
 fn display_name(file: &Path, opts: &LoadOptions) -> Arc<str> {
-    let shown = file.strip_prefix(&opts.working_dir).map(Path::to_path_buf).unwrap_or_else(|_| file.to_path_buf());
+    let shown = file
+        .strip_prefix(&opts.working_dir)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| file.to_path_buf());
     Arc::from(shown.to_string_lossy().as_ref())
 }
 
@@ -150,11 +180,23 @@ fn parse_file(file: &Path, opts: &LoadOptions) -> Result<Vec<Node>, LoadError> {
     let name = display_name(file, opts);
     let docs: Vec<Node> = yaml::parse(&src, &name)?.into_iter().filter(|d| !d.is_null()).collect();
     if docs.is_empty() {
-        return Err(LoadError::invalid(Some(super::error::Location { file: name, line: 1, col: 1 }), "", "empty compose file"));
+        return Err(LoadError::invalid(
+            Some(super::error::Location {
+                file: name,
+                line: 1,
+                col: 1,
+            }),
+            "",
+            "empty compose file",
+        ));
     }
     for doc in &docs {
         if doc.as_map().is_none() {
-            return Err(LoadError::invalid(doc.loc.clone(), "", format!("top-level object must be a mapping, not {}", doc.type_name())));
+            return Err(LoadError::invalid(
+                doc.loc.clone(),
+                "",
+                format!("top-level object must be a mapping, not {}", doc.type_name()),
+            ));
         }
         schema::validate(doc)?;
     }
@@ -184,9 +226,22 @@ fn interpolate_docs(docs: Vec<Node>, env: &Env, opts: &LoadOptions) -> Result<No
 
 /// Loads one compose file into canonical form: `base_dir` is what its relative paths resolve against.
 /// `chain` holds the files being included above this one, to refuse include cycles.
-fn load_file(file: &Path, docs: Vec<Node>, base_dir: &Path, env: &Env, opts: &LoadOptions, chain: &mut Vec<PathBuf>) -> Result<Node, LoadError> {
+fn load_file(
+    file: &Path,
+    docs: Vec<Node>,
+    base_dir: &Path,
+    env: &Env,
+    opts: &LoadOptions,
+    chain: &mut Vec<PathBuf>,
+) -> Result<Node, LoadError> {
     let mut root = interpolate_docs(docs, env, opts)?;
-    canonical::canonicalize(&mut root, &PathCtx { base_dir, home: opts.home.as_deref() })?;
+    canonical::canonicalize(
+        &mut root,
+        &PathCtx {
+            base_dir,
+            home: opts.home.as_deref(),
+        },
+    )?;
     resolve_extends(&mut root, file, env, opts)?;
     chain.push(file.to_path_buf());
     let r = resolve_includes(&mut root, file, base_dir, env, opts, chain);
@@ -197,14 +252,22 @@ fn load_file(file: &Path, docs: Vec<Node>, base_dir: &Path, env: &Env, opts: &Lo
 
 fn resolve_extends(root: &mut Node, file: &Path, env: &Env, opts: &LoadOptions) -> Result<(), LoadError> {
     let names: Vec<String> = match root.get("services").and_then(Node::as_map) {
-        Some(s) => s.iter().filter(|(_, v)| v.get("extends").is_some()).map(|(k, _)| k.clone()).collect(),
+        Some(s) => s
+            .iter()
+            .filter(|(_, v)| v.get("extends").is_some())
+            .map(|(k, _)| k.clone())
+            .collect(),
         None => return Ok(()),
     };
     let file_dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
     for name in names {
         let mut seen = Vec::new();
         let resolved = extend_service(root, &name, file, &file_dir, env, opts, &mut seen)?;
-        if let Some(services) = root.as_map_mut().and_then(|m| m.get_mut("services")).and_then(Node::as_map_mut) {
+        if let Some(services) = root
+            .as_map_mut()
+            .and_then(|m| m.get_mut("services"))
+            .and_then(Node::as_map_mut)
+        {
             services.insert(name, resolved);
         }
     }
@@ -224,39 +287,83 @@ fn extend_service(
     let key = (file.to_path_buf(), name.to_string());
     if seen.contains(&key) {
         let chain: Vec<String> = seen.iter().map(|(_, s)| s.clone()).chain([name.to_string()]).collect();
-        let loc = tree.get("services").and_then(|s| s.get(name)).and_then(|s| s.get("extends")).and_then(|e| e.loc.clone());
-        return Err(LoadError::invalid(loc, format!("services.{name}.extends"), format!("circular extends: {}", chain.join(" -> "))));
+        let loc = tree
+            .get("services")
+            .and_then(|s| s.get(name))
+            .and_then(|s| s.get("extends"))
+            .and_then(|e| e.loc.clone());
+        return Err(LoadError::invalid(
+            loc,
+            format!("services.{name}.extends"),
+            format!("circular extends: {}", chain.join(" -> ")),
+        ));
     }
     seen.push(key);
-    let svc = tree
-        .get("services")
-        .and_then(|s| s.get(name))
-        .ok_or_else(|| LoadError::invalid(tree.loc.clone(), format!("services.{name}"), format!("cannot extend service {name:?}: it is not defined in {}", file.display())))?;
-    let Some(ext) = svc.get("extends") else { return Ok(svc.clone()) };
+    let svc = tree.get("services").and_then(|s| s.get(name)).ok_or_else(|| {
+        LoadError::invalid(
+            tree.loc.clone(),
+            format!("services.{name}"),
+            format!(
+                "cannot extend service {name:?}: it is not defined in {}",
+                file.display()
+            ),
+        )
+    })?;
+    let Some(ext) = svc.get("extends") else {
+        return Ok(svc.clone());
+    };
     let path = format!("services.{name}.extends");
     let (base_name, base_file) = match &ext.value {
         Value::Str(s) => (s.clone(), None),
         Value::Map(m) => (
-            m.get("service").and_then(Node::as_str).map(str::to_string).ok_or_else(|| LoadError::invalid(ext.loc.clone(), &path, "service is required"))?,
-            m.get("file").and_then(Node::as_str).map(|f| absolute(Path::new(f), file_dir)),
+            m.get("service")
+                .and_then(Node::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| LoadError::invalid(ext.loc.clone(), &path, "service is required"))?,
+            m.get("file")
+                .and_then(Node::as_str)
+                .map(|f| absolute(Path::new(f), file_dir)),
         ),
-        _ => return Err(LoadError::invalid(ext.loc.clone(), &path, "must be a service name or a mapping")),
+        _ => {
+            return Err(LoadError::invalid(
+                ext.loc.clone(),
+                &path,
+                "must be a service name or a mapping",
+            ));
+        }
     };
     let base = match base_file {
         Some(other) if other != file => {
             let other_dir = other.parent().unwrap_or(Path::new("/")).to_path_buf();
             if !other.is_file() {
-                return Err(LoadError::invalid(ext.loc.clone(), format!("{path}.file"), format!("cannot read {}: file not found", other.display())));
+                return Err(LoadError::invalid(
+                    ext.loc.clone(),
+                    format!("{path}.file"),
+                    format!("cannot read {}: file not found", other.display()),
+                ));
             }
             let mut other_tree = read_tree(&other, env, opts)?;
-            canonical::canonicalize(&mut other_tree, &PathCtx { base_dir: &other_dir, home: opts.home.as_deref() })?;
+            canonical::canonicalize(
+                &mut other_tree,
+                &PathCtx {
+                    base_dir: &other_dir,
+                    home: opts.home.as_deref(),
+                },
+            )?;
             let b = extend_service(&other_tree, &base_name, &other, &other_dir, env, opts, seen)?;
             // Services pulled from another file must not drag in references that only exist there.
             b
         }
         _ => {
             if tree.get("services").and_then(|s| s.get(&base_name)).is_none() {
-                return Err(LoadError::invalid(ext.loc.clone(), &path, format!("cannot extend service {base_name:?}: no such service in {}", file.display())));
+                return Err(LoadError::invalid(
+                    ext.loc.clone(),
+                    &path,
+                    format!(
+                        "cannot extend service {base_name:?}: no such service in {}",
+                        file.display()
+                    ),
+                ));
             }
             extend_service(tree, &base_name, file, file_dir, env, opts, seen)?
         }
@@ -272,8 +379,17 @@ fn extend_service(
     Ok(merge::merge_service(base, own))
 }
 
-fn resolve_includes(root: &mut Node, file: &Path, base_dir: &Path, env: &Env, opts: &LoadOptions, chain: &mut Vec<PathBuf>) -> Result<(), LoadError> {
-    let Some(includes) = root.as_map_mut().and_then(|m| m.shift_remove("include")) else { return Ok(()) };
+fn resolve_includes(
+    root: &mut Node,
+    file: &Path,
+    base_dir: &Path,
+    env: &Env,
+    opts: &LoadOptions,
+    chain: &mut Vec<PathBuf>,
+) -> Result<(), LoadError> {
+    let Some(includes) = root.as_map_mut().and_then(|m| m.shift_remove("include")) else {
+        return Ok(());
+    };
     let Some(items) = includes.as_seq() else { return Ok(()) };
     let file_dir = file.parent().unwrap_or(base_dir).to_path_buf();
     for (i, item) in items.iter().enumerate() {
@@ -283,24 +399,45 @@ fn resolve_includes(root: &mut Node, file: &Path, base_dir: &Path, env: &Env, op
             Value::Map(m) => {
                 let paths = match m.get("path").map(|p| &p.value) {
                     Some(Value::Str(s)) => vec![absolute(Path::new(s), &file_dir)],
-                    Some(Value::Seq(ps)) => ps.iter().filter_map(Node::as_str).map(|s| absolute(Path::new(s), &file_dir)).collect(),
+                    Some(Value::Seq(ps)) => ps
+                        .iter()
+                        .filter_map(Node::as_str)
+                        .map(|s| absolute(Path::new(s), &file_dir))
+                        .collect(),
                     _ => return Err(LoadError::invalid(item.loc.clone(), &key, "path is required")),
                 };
-                let pd = m.get("project_directory").and_then(Node::as_str).map(|d| absolute(Path::new(d), &file_dir));
+                let pd = m
+                    .get("project_directory")
+                    .and_then(Node::as_str)
+                    .map(|d| absolute(Path::new(d), &file_dir));
                 let ef = match m.get("env_file").map(|p| &p.value) {
                     Some(Value::Str(s)) => vec![absolute(Path::new(s), &file_dir)],
-                    Some(Value::Seq(ps)) => ps.iter().filter_map(Node::as_str).map(|s| absolute(Path::new(s), &file_dir)).collect(),
+                    Some(Value::Seq(ps)) => ps
+                        .iter()
+                        .filter_map(Node::as_str)
+                        .map(|s| absolute(Path::new(s), &file_dir))
+                        .collect(),
                     _ => Vec::new(),
                 };
                 (paths, pd, ef)
             }
-            _ => return Err(LoadError::invalid(item.loc.clone(), &key, "must be a path or a mapping")),
+            _ => {
+                return Err(LoadError::invalid(
+                    item.loc.clone(),
+                    &key,
+                    "must be a path or a mapping",
+                ));
+            }
         };
         let Some(first) = paths.first() else { continue };
         let inc_dir = project_dir.unwrap_or_else(|| first.parent().unwrap_or(&file_dir).to_path_buf());
         // The included project sees its own .env (or env_file), overlaid by the including project's environment.
         let mut inc_env = Env::new();
-        let env_paths = if env_files.is_empty() { vec![inc_dir.join(".env")] } else { env_files };
+        let env_paths = if env_files.is_empty() {
+            vec![inc_dir.join(".env")]
+        } else {
+            env_files
+        };
         for p in env_paths {
             if p.is_file() {
                 inc_env.extend(read_dotenv(&p, &opts.environment, &inc_env)?);
@@ -312,10 +449,18 @@ fn resolve_includes(root: &mut Node, file: &Path, base_dir: &Path, env: &Env, op
         let mut sub: Option<Node> = None;
         for p in &paths {
             if chain.contains(p) {
-                return Err(LoadError::invalid(item.loc.clone(), &key, format!("include cycle: {} includes itself", p.display())));
+                return Err(LoadError::invalid(
+                    item.loc.clone(),
+                    &key,
+                    format!("include cycle: {} includes itself", p.display()),
+                ));
             }
             if !p.is_file() {
-                return Err(LoadError::invalid(item.loc.clone(), &key, format!("cannot include {}: file not found", p.display())));
+                return Err(LoadError::invalid(
+                    item.loc.clone(),
+                    &key,
+                    format!("cannot include {}: file not found", p.display()),
+                ));
             }
             let n = load_file(p, parse_file(p, opts)?, &inc_dir, &inc_env, opts, chain)?;
             sub = Some(match sub {
@@ -335,7 +480,9 @@ fn import(root: &mut Node, sub: Node, key: &str, item: &Node) -> Result<(), Load
     let Value::Map(sub) = sub.value else { return Ok(()) };
     let Some(top) = root.as_map_mut() else { return Ok(()) };
     for kind in ["services", "networks", "volumes", "secrets", "configs", "models"] {
-        let Some(Value::Map(items)) = sub.get(kind).map(|n| n.value.clone()) else { continue };
+        let Some(Value::Map(items)) = sub.get(kind).map(|n| n.value.clone()) else {
+            continue;
+        };
         let target = top.entry(kind.to_string()).or_insert_with(Node::map);
         if target.is_null() {
             *target = Node::map();
@@ -362,7 +509,11 @@ fn import(root: &mut Node, sub: Node, key: &str, item: &Node) -> Result<(), Load
 
 /// Normalises a folder name into a project name as Compose does.
 pub fn normalize_project_name(s: &str) -> String {
-    let lowered: String = s.to_lowercase().chars().filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-').collect();
+    let lowered: String = s
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-')
+        .collect();
     lowered.trim_start_matches(['_', '-']).to_string()
 }
 
@@ -376,11 +527,18 @@ pub fn is_valid_project_name(s: &str) -> bool {
 /// `-p`, then `COMPOSE_PROJECT_NAME`, then the last file's `name:` (interpolated), then the folder.
 /// Explicit names must be valid; the others are normalised.
 fn project_name(opts: &LoadOptions, env: &Env, files: &[Vec<Node>], project_dir: &Path) -> Result<String, LoadError> {
-    let explicit = opts.project_name.clone().or_else(|| env.get("COMPOSE_PROJECT_NAME").filter(|s| !s.is_empty()).cloned());
+    let explicit = opts
+        .project_name
+        .clone()
+        .or_else(|| env.get("COMPOSE_PROJECT_NAME").filter(|s| !s.is_empty()).cloned());
     if let Some(n) = explicit {
-        return if is_valid_project_name(&n) { Ok(n) } else { Err(LoadError::ProjectName { name: n }) };
+        return if is_valid_project_name(&n) {
+            Ok(n)
+        } else {
+            Err(LoadError::ProjectName { name: n })
+        };
     }
-    let field = files.iter().flatten().filter_map(|doc| doc.get("name")).last();
+    let field = files.iter().flatten().filter_map(|doc| doc.get("name")).next_back();
     let from_field = match field {
         Some(node) => {
             let mut node = node.clone();
@@ -392,7 +550,12 @@ fn project_name(opts: &LoadOptions, env: &Env, files: &[Vec<Node>], project_dir:
         }
         None => None,
     };
-    let raw = from_field.unwrap_or_else(|| project_dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+    let raw = from_field.unwrap_or_else(|| {
+        project_dir
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
     let n = normalize_project_name(&raw);
     if n.is_empty() {
         return Err(LoadError::ProjectName { name: raw });
@@ -405,7 +568,13 @@ fn active_profiles(opts: &LoadOptions, env: &Env) -> Vec<String> {
         return opts.profiles.clone();
     }
     env.get("COMPOSE_PROFILES")
-        .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -425,7 +594,11 @@ fn declared_profiles(root: &Node) -> Vec<String> {
 /// Removes services whose profiles are not active; returns their names.
 fn profiles_filter(root: &mut Node, active: &[String], named: &[String]) -> HashSet<String> {
     let mut disabled = HashSet::new();
-    let Some(services) = root.as_map_mut().and_then(|m| m.get_mut("services")).and_then(Node::as_map_mut) else {
+    let Some(services) = root
+        .as_map_mut()
+        .and_then(|m| m.get_mut("services"))
+        .and_then(Node::as_map_mut)
+    else {
         return disabled;
     };
     let mut active: Vec<String> = active.to_vec();
@@ -440,7 +613,10 @@ fn profiles_filter(root: &mut Node, active: &[String], named: &[String]) -> Hash
             Some(ps) if ps.is_empty() => true,
             Some(ps) => {
                 named.contains(name)
-                    || ps.iter().filter_map(Node::scalar_text).any(|p| active.iter().any(|a| a == &p || a == "*"))
+                    || ps
+                        .iter()
+                        .filter_map(Node::scalar_text)
+                        .any(|p| active.iter().any(|a| a == &p || a == "*"))
             }
         };
         if !enabled {
@@ -453,7 +629,11 @@ fn profiles_filter(root: &mut Node, active: &[String], named: &[String]) -> Hash
 
 /// Keeps only the named services and what they depend on.
 fn select_services(root: &mut Node, names: &[String]) -> Result<(), LoadError> {
-    let Some(services) = root.as_map_mut().and_then(|m| m.get_mut("services")).and_then(Node::as_map_mut) else {
+    let Some(services) = root
+        .as_map_mut()
+        .and_then(|m| m.get_mut("services"))
+        .and_then(Node::as_map_mut)
+    else {
         return Ok(());
     };
     let mut keep: HashSet<String> = HashSet::new();
@@ -462,10 +642,10 @@ fn select_services(root: &mut Node, names: &[String]) -> Result<(), LoadError> {
         let Some(svc) = services.get(&n) else {
             return Err(LoadError::invalid(None, "", format!("no such service: {n}")));
         };
-        if keep.insert(n.clone()) {
-            if let Some(deps) = svc.get("depends_on").and_then(Node::as_map) {
-                todo.extend(deps.keys().cloned());
-            }
+        if keep.insert(n.clone())
+            && let Some(deps) = svc.get("depends_on").and_then(Node::as_map)
+        {
+            todo.extend(deps.keys().cloned());
         }
     }
     services.retain(|k, _| keep.contains(k));

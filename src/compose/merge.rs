@@ -34,7 +34,11 @@ fn merge_at(base: Node, over: Node, path: &mut Vec<String>) -> Node {
         (Value::Map(b), Value::Map(o)) => {
             let loc = over.loc.or(base.loc);
             if in_service && key == "logging" {
-                return Node { value: Value::Map(merge_logging(b, o)), loc, tag: Tag::None };
+                return Node {
+                    value: Value::Map(merge_logging(b, o)),
+                    loc,
+                    tag: Tag::None,
+                };
             }
             let mut out = b;
             for (k, v) in o {
@@ -54,22 +58,39 @@ fn merge_at(base: Node, over: Node, path: &mut Vec<String>) -> Node {
                 };
                 out.insert(k, merged);
             }
-            Node { value: Value::Map(out), loc, tag: Tag::None }
+            Node {
+                value: Value::Map(out),
+                loc,
+                tag: Tag::None,
+            }
         }
         (Value::Seq(b), Value::Seq(o)) => {
             let loc = over.loc.or(base.loc);
-            let healthcheck_test = path.len() == 4 && path[0] == "services" && path[2] == "healthcheck" && key == "test";
+            let healthcheck_test =
+                path.len() == 4 && path[0] == "services" && path[2] == "healthcheck" && key == "test";
             if (in_service && REPLACED.contains(&key)) || healthcheck_test {
-                return Node { value: Value::Seq(o), loc, tag: Tag::None };
+                return Node {
+                    value: Value::Seq(o),
+                    loc,
+                    tag: Tag::None,
+                };
             }
             let mut out = b;
             out.extend(o);
             if in_service {
                 out = dedupe(key, out);
             }
-            Node { value: Value::Seq(out), loc, tag: Tag::None }
+            Node {
+                value: Value::Seq(out),
+                loc,
+                tag: Tag::None,
+            }
         }
-        (_, v) => Node { value: v, loc: over.loc, tag: Tag::None },
+        (_, v) => Node {
+            value: v,
+            loc: over.loc,
+            tag: Tag::None,
+        },
     }
 }
 
@@ -103,12 +124,16 @@ fn item_key(list: &str, item: &Node) -> Option<String> {
             field("mode")
         )),
         "volumes" | "secrets" | "configs" | "devices" => match &item.value {
-            Value::Map(_) => Some(if item.get("target").is_some() { field("target") } else { field("source") }),
+            Value::Map(_) => Some(if item.get("target").is_some() {
+                field("target")
+            } else {
+                field("source")
+            }),
             _ => item.scalar_text(),
         },
         "env_file" => Some(field("path")),
-        "expose" | "cap_add" | "cap_drop" | "dns" | "dns_search" | "dns_opt" | "tmpfs" | "extra_hosts" | "security_opt"
-        | "links" | "external_links" | "volumes_from" | "profiles" | "group_add" => item.scalar_text(),
+        "expose" | "cap_add" | "cap_drop" | "dns" | "dns_search" | "dns_opt" | "tmpfs" | "extra_hosts"
+        | "security_opt" | "links" | "external_links" | "volumes_from" | "profiles" | "group_add" => item.scalar_text(),
         _ => None,
     }
 }
@@ -148,7 +173,10 @@ mod tests {
 
     #[test]
     fn maps_merge_and_sequences_append() {
-        let j = merged("services: {a: {image: x, dns: [1.1.1.1], labels: {a: '1'}}}", "services: {a: {dns: [8.8.8.8], labels: {b: '2'}}}");
+        let j = merged(
+            "services: {a: {image: x, dns: [1.1.1.1], labels: {a: '1'}}}",
+            "services: {a: {dns: [8.8.8.8], labels: {b: '2'}}}",
+        );
         assert_eq!(j["services"]["a"]["dns"], serde_json::json!(["1.1.1.1", "8.8.8.8"]));
         assert_eq!(j["services"]["a"]["labels"], serde_json::json!({"a": "1", "b": "2"}));
         assert_eq!(j["services"]["a"]["image"], "x");
@@ -161,7 +189,10 @@ mod tests {
             "services: {a: {command: [c], healthcheck: {test: [CMD, y]}}}",
         );
         assert_eq!(j["services"]["a"]["command"], serde_json::json!(["c"]));
-        assert_eq!(j["services"]["a"]["healthcheck"], serde_json::json!({"test": ["CMD", "y"], "retries": 1}));
+        assert_eq!(
+            j["services"]["a"]["healthcheck"],
+            serde_json::json!({"test": ["CMD", "y"], "retries": 1})
+        );
     }
 
     #[test]
@@ -170,13 +201,19 @@ mod tests {
             "services: {a: {volumes: [{type: volume, source: v, target: /d}], secrets: [{source: s, target: /s}]}}",
             "services: {a: {volumes: [{type: bind, source: /h, target: /d}], secrets: [{source: s, target: /s}]}}",
         );
-        assert_eq!(j["services"]["a"]["volumes"], serde_json::json!([{"type": "bind", "source": "/h", "target": "/d"}]));
+        assert_eq!(
+            j["services"]["a"]["volumes"],
+            serde_json::json!([{"type": "bind", "source": "/h", "target": "/d"}])
+        );
         assert_eq!(j["services"]["a"]["secrets"].as_array().map(Vec::len), Some(1));
     }
 
     #[test]
     fn reset_and_override_tags() {
-        let j = merged("services: {a: {ports: [{target: 1}], labels: {a: '1'}}}", "services: {a: {ports: !reset [], labels: !override {b: '2'}}}");
+        let j = merged(
+            "services: {a: {ports: [{target: 1}], labels: {a: '1'}}}",
+            "services: {a: {ports: !reset [], labels: !override {b: '2'}}}",
+        );
         assert!(j["services"]["a"].get("ports").is_none());
         assert_eq!(j["services"]["a"]["labels"], serde_json::json!({"b": "2"}));
     }
@@ -187,6 +224,9 @@ mod tests {
             "services: {a: {logging: {driver: syslog, options: {x: '1'}}}}",
             "services: {a: {logging: {driver: json-file, options: {y: '2'}}}}",
         );
-        assert_eq!(j["services"]["a"]["logging"], serde_json::json!({"driver": "json-file", "options": {"y": "2"}}));
+        assert_eq!(
+            j["services"]["a"]["logging"],
+            serde_json::json!({"driver": "json-file", "options": {"y": "2"}})
+        );
     }
 }

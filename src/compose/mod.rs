@@ -108,7 +108,12 @@ impl Service {
     pub fn dependencies(&self) -> Vec<&str> {
         let mut out: Vec<&str> = self.depends_on.keys().map(String::as_str).collect();
         out.extend(self.links.iter().filter_map(|l| l.split(':').next()));
-        out.extend(self.volumes_from.iter().filter(|v| !v.starts_with("container:")).filter_map(|v| v.split(':').next()));
+        out.extend(
+            self.volumes_from
+                .iter()
+                .filter(|v| !v.starts_with("container:"))
+                .filter_map(|v| v.split(':').next()),
+        );
         if let Some(s) = self.network_mode.as_deref().and_then(|m| m.strip_prefix("service:")) {
             out.push(s);
         }
@@ -135,7 +140,14 @@ impl Project {
                 services.insert(k.clone(), svc);
             }
         }
-        Ok(Project { name, working_dir, files, services, all_profiles, canonical })
+        Ok(Project {
+            name,
+            working_dir,
+            files,
+            services,
+            all_profiles,
+            canonical,
+        })
     }
 
     /// Service names in file order.

@@ -6,7 +6,7 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{ValidationError, Validator};
 
 use super::error::LoadError;
-use super::yaml::{pointer_to_key_path, Node};
+use super::yaml::{Node, pointer_to_key_path};
 
 static SCHEMA_SRC: &str = include_str!("schema/compose-spec.json");
 
@@ -18,14 +18,22 @@ fn validator() -> Result<&'static Validator, LoadError> {
             jsonschema::draft7::new(&schema).map_err(|e| e.to_string())
         })
         .as_ref()
-        .map_err(|e| LoadError::invalid(None, "", format!("internal error: the embedded compose schema does not compile: {e}")))
+        .map_err(|e| {
+            LoadError::invalid(
+                None,
+                "",
+                format!("internal error: the embedded compose schema does not compile: {e}"),
+            )
+        })
 }
 
 /// Checks one file's tree against the schema and reports the first problem with its place and key path.
 pub fn validate(root: &Node) -> Result<(), LoadError> {
     let v = validator()?;
     let json = root.to_json();
-    let Some(first) = v.iter_errors(&json).next() else { return Ok(()) };
+    let Some(first) = v.iter_errors(&json).next() else {
+        return Ok(());
+    };
     Err(describe(root, most_specific(&first)))
 }
 
@@ -64,36 +72,55 @@ fn describe(root: &Node, err: &ValidationError) -> LoadError {
     let (loc, message) = match err.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             let name = unexpected.first().cloned().unwrap_or_default();
-            let loc = target.get(&name).and_then(|n| n.loc.clone()).or_else(|| target.loc.clone());
-            let what = if path.is_empty() { "top-level property" } else { "property" };
+            let loc = target
+                .get(&name)
+                .and_then(|n| n.loc.clone())
+                .or_else(|| target.loc.clone());
+            let what = if path.is_empty() {
+                "top-level property"
+            } else {
+                "property"
+            };
             (loc, format!("additional {what} {name:?} is not allowed"))
         }
         ValidationErrorKind::Type { kind } => {
             let types = match kind {
                 TypeKind::Single(t) => type_word(&t.to_string()).to_string(),
-                TypeKind::Multiple(ts) => ts.iter().map(|t| type_word(&t.to_string()).to_string()).collect::<Vec<_>>().join(" or "),
+                TypeKind::Multiple(ts) => ts
+                    .iter()
+                    .map(|t| type_word(&t.to_string()).to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
             };
-            let actual = type_word(match target.type_name() {
-                "array" => "array",
-                other => other,
-            });
+            let actual = type_word(target.type_name());
             (target.loc.clone(), format!("must be a {types}, not {actual}"))
         }
-        ValidationErrorKind::Required { property } => {
-            (target.loc.clone(), format!("missing property {}", property))
-        }
-        ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::AnyOf { .. } => {
-            (target.loc.clone(), format!("invalid value {}: it matches none of the allowed forms", preview(&err.instance().to_string())))
-        }
-        ValidationErrorKind::OneOfMultipleValid { .. } => {
-            (target.loc.clone(), format!("ambiguous value {}: it matches several allowed forms", preview(&err.instance().to_string())))
-        }
-        ValidationErrorKind::Pattern { pattern } => {
-            (target.loc.clone(), format!("{} does not match the pattern {pattern:?}", preview(&err.instance().to_string())))
-        }
-        ValidationErrorKind::Enum { options } => {
-            (target.loc.clone(), format!("{} is not one of {}", preview(&err.instance().to_string()), options))
-        }
+        ValidationErrorKind::Required { property } => (target.loc.clone(), format!("missing property {}", property)),
+        ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::AnyOf { .. } => (
+            target.loc.clone(),
+            format!(
+                "invalid value {}: it matches none of the allowed forms",
+                preview(&err.instance().to_string())
+            ),
+        ),
+        ValidationErrorKind::OneOfMultipleValid { .. } => (
+            target.loc.clone(),
+            format!(
+                "ambiguous value {}: it matches several allowed forms",
+                preview(&err.instance().to_string())
+            ),
+        ),
+        ValidationErrorKind::Pattern { pattern } => (
+            target.loc.clone(),
+            format!(
+                "{} does not match the pattern {pattern:?}",
+                preview(&err.instance().to_string())
+            ),
+        ),
+        ValidationErrorKind::Enum { options } => (
+            target.loc.clone(),
+            format!("{} is not one of {}", preview(&err.instance().to_string()), options),
+        ),
         _ => {
             let text = err.to_string();
             let mut chars = text.chars();

@@ -2,7 +2,7 @@
 //! `privileged: ${P}` with `P=true` becomes a boolean, `cpus: ${C}` a number, and so on.
 
 use super::error::LoadError;
-use super::interpolate::{interpolate, InterpolateError};
+use super::interpolate::{InterpolateError, interpolate};
 use super::yaml::{Node, Value};
 
 #[derive(Clone, Copy)]
@@ -132,8 +132,16 @@ fn matches(pattern: &str, path: &[String]) -> bool {
 
 fn cast(node: &mut Node, path: &[String]) -> Result<(), LoadError> {
     let Value::Str(s) = &node.value else { return Ok(()) };
-    let Some((_, kind)) = CASTS.iter().find(|(p, _)| matches(p, path)) else { return Ok(()) };
-    let fail = |what: &str| LoadError::invalid(node.loc.clone(), display_path(path), format!("failed to cast {s:?} to {what}"));
+    let Some((_, kind)) = CASTS.iter().find(|(p, _)| matches(p, path)) else {
+        return Ok(());
+    };
+    let fail = |what: &str| {
+        LoadError::invalid(
+            node.loc.clone(),
+            display_path(path),
+            format!("failed to cast {s:?} to {what}"),
+        )
+    };
     let value = match kind {
         Cast::Bool => match s.to_ascii_lowercase().as_str() {
             "true" | "yes" | "y" | "on" => Value::Bool(true),

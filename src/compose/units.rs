@@ -17,14 +17,18 @@ pub fn parse_duration(s: &str) -> Result<i128, String> {
     }
     let mut total: f64 = 0.0;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let num = &rest[..num_len];
         if num.is_empty() || num == "." {
             return Err(invalid());
         }
         let value: f64 = num.parse().map_err(|_| invalid())?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         let scale = match unit {
             "ns" => 1.0,
@@ -188,10 +192,13 @@ pub fn parse_port(spec: &str) -> Result<Vec<PortSpec>, String> {
     } else {
         Some(parse_range(host).ok_or_else(|| format!("invalid hostPort: {host}"))?)
     };
-    if let Some((hs, he)) = host_range {
-        if ce - cs != he - hs && ce != cs {
-            return Err(format!("invalid ranges specified for container and host ports: {container} and {host}"));
-        }
+    if let Some((hs, he)) = host_range
+        && ce - cs != he - hs
+        && ce != cs
+    {
+        return Err(format!(
+            "invalid ranges specified for container and host ports: {container} and {host}"
+        ));
     }
     let host_ip = (!ip.is_empty()).then_some(ip);
     let mut out = Vec::new();
@@ -203,7 +210,12 @@ pub fn parse_port(spec: &str) -> Result<Vec<PortSpec>, String> {
                 (hs + i as u32).to_string()
             }
         });
-        out.push(PortSpec { host_ip: host_ip.clone(), published, target, protocol: proto.clone() });
+        out.push(PortSpec {
+            host_ip: host_ip.clone(),
+            published,
+            target,
+            protocol: proto.clone(),
+        });
     }
     Ok(out)
 }
@@ -277,7 +289,15 @@ mod tests {
 
     #[test]
     fn durations_format_like_go() {
-        for (i, o) in [("90s", "1m30s"), ("500ms", "500ms"), ("2h", "2h0m0s"), ("1.5s", "1.5s"), ("1m30s", "1m30s"), ("0", "0s"), ("10us", "10µs")] {
+        for (i, o) in [
+            ("90s", "1m30s"),
+            ("500ms", "500ms"),
+            ("2h", "2h0m0s"),
+            ("1.5s", "1.5s"),
+            ("1m30s", "1m30s"),
+            ("0", "0s"),
+            ("10us", "10µs"),
+        ] {
             assert_eq!(normalize_duration(i).as_deref(), Ok(o), "{i}");
         }
         assert!(normalize_duration("10x").is_err());
@@ -311,7 +331,10 @@ mod tests {
 
     #[test]
     fn shell_words() {
-        assert_eq!(shell_split(r#"sh -c 'echo "hi there"' a\ b"#).expect("ok"), ["sh", "-c", "echo \"hi there\"", "a b"]);
+        assert_eq!(
+            shell_split(r#"sh -c 'echo "hi there"' a\ b"#).expect("ok"),
+            ["sh", "-c", "echo \"hi there\"", "a b"]
+        );
         assert!(shell_split("echo 'oops").is_err());
     }
 }

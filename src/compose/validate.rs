@@ -9,15 +9,26 @@ use super::yaml::{Node, Value};
 use crate::graph;
 
 fn names(root: &Node, kind: &str) -> HashSet<String> {
-    root.get(kind).and_then(Node::as_map).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    root.get(kind)
+        .and_then(Node::as_map)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// Drops optional dependencies on missing services, then checks every reference.
 pub fn check(root: &mut Node, disabled: &HashSet<String>) -> Result<(), LoadError> {
     let services = names(root, "services");
-    if let Some(svcs) = root.as_map_mut().and_then(|m| m.get_mut("services")).and_then(Node::as_map_mut) {
+    if let Some(svcs) = root
+        .as_map_mut()
+        .and_then(|m| m.get_mut("services"))
+        .and_then(Node::as_map_mut)
+    {
         for svc in svcs.values_mut() {
-            if let Some(deps) = svc.as_map_mut().and_then(|m| m.get_mut("depends_on")).and_then(Node::as_map_mut) {
+            if let Some(deps) = svc
+                .as_map_mut()
+                .and_then(|m| m.get_mut("depends_on"))
+                .and_then(Node::as_map_mut)
+            {
                 deps.retain(|dep, d| {
                     services.contains(dep) || !matches!(d.get("required").map(|r| &r.value), Some(Value::Bool(false)))
                 });
@@ -29,66 +40,127 @@ pub fn check(root: &mut Node, disabled: &HashSet<String>) -> Result<(), LoadErro
     let volumes = names(root, "volumes");
     let secrets = names(root, "secrets");
     let configs = names(root, "configs");
-    let Some(svcs) = root.get("services").and_then(Node::as_map) else { return Ok(()) };
+    let Some(svcs) = root.get("services").and_then(Node::as_map) else {
+        return Ok(());
+    };
     let undefined = |node: &Node, path: String, msg: String| Err(LoadError::invalid(node.loc.clone(), path, msg));
     let mut edges: Vec<(String, String, Node)> = Vec::new();
     for (name, svc) in svcs {
         let base = format!("services.{name}");
         if svc.get("image").is_none() && svc.get("build").is_none() {
-            return undefined(svc, base, format!("service {name:?} has neither an image nor a build context specified"));
+            return undefined(
+                svc,
+                base,
+                format!("service {name:?} has neither an image nor a build context specified"),
+            );
         }
         if let Some(deps) = svc.get("depends_on").and_then(Node::as_map) {
             for (dep, d) in deps {
                 if !services.contains(dep) {
-                    let why = if disabled.contains(dep) { " (its profiles are not enabled)" } else { "" };
-                    return undefined(d, format!("{base}.depends_on.{dep}"), format!("service {name:?} depends on undefined service {dep:?}{why}"));
+                    let why = if disabled.contains(dep) {
+                        " (its profiles are not enabled)"
+                    } else {
+                        ""
+                    };
+                    return undefined(
+                        d,
+                        format!("{base}.depends_on.{dep}"),
+                        format!("service {name:?} depends on undefined service {dep:?}{why}"),
+                    );
                 }
                 edges.push((name.clone(), dep.clone(), d.clone()));
             }
         }
-        for (i, link) in svc.get("links").and_then(Node::as_seq).into_iter().flatten().enumerate() {
-            let target = link.as_str().unwrap_or_default().split(':').next().unwrap_or_default().to_string();
+        for (i, link) in svc
+            .get("links")
+            .and_then(Node::as_seq)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let target = link
+                .as_str()
+                .unwrap_or_default()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string();
             if !services.contains(&target) {
-                return undefined(link, format!("{base}.links[{i}]"), format!("service {name:?} links to undefined service {target:?}"));
+                return undefined(
+                    link,
+                    format!("{base}.links[{i}]"),
+                    format!("service {name:?} links to undefined service {target:?}"),
+                );
             }
             edges.push((name.clone(), target, link.clone()));
         }
-        for (i, vf) in svc.get("volumes_from").and_then(Node::as_seq).into_iter().flatten().enumerate() {
+        for (i, vf) in svc
+            .get("volumes_from")
+            .and_then(Node::as_seq)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let text = vf.as_str().unwrap_or_default();
             if text.starts_with("container:") {
                 continue;
             }
             let target = text.split(':').next().unwrap_or_default().to_string();
             if !services.contains(&target) {
-                return undefined(vf, format!("{base}.volumes_from[{i}]"), format!("service {name:?} mounts volumes from undefined service {target:?}"));
+                return undefined(
+                    vf,
+                    format!("{base}.volumes_from[{i}]"),
+                    format!("service {name:?} mounts volumes from undefined service {target:?}"),
+                );
             }
             edges.push((name.clone(), target, vf.clone()));
         }
         if let Some(mode) = svc.get("network_mode") {
             if let Some(target) = mode.as_str().and_then(|m| m.strip_prefix("service:")) {
                 if !services.contains(target) {
-                    return undefined(mode, format!("{base}.network_mode"), format!("service {name:?} uses the network stack of undefined service {target:?}"));
+                    return undefined(
+                        mode,
+                        format!("{base}.network_mode"),
+                        format!("service {name:?} uses the network stack of undefined service {target:?}"),
+                    );
                 }
                 edges.push((name.clone(), target.to_string(), mode.clone()));
             }
             if svc.get("networks").is_some() && mode.as_str() != Some("bridge") {
-                return undefined(mode, format!("{base}.network_mode"), "network_mode and networks cannot be combined".to_string());
+                return undefined(
+                    mode,
+                    format!("{base}.network_mode"),
+                    "network_mode and networks cannot be combined".to_string(),
+                );
             }
         }
         if let Some(nets) = svc.get("networks").and_then(Node::as_map) {
             for (net, n) in nets {
                 if !networks.contains(net) {
-                    return undefined(n, format!("{base}.networks.{net}"), format!("service {name:?} refers to undefined network {net}"));
+                    return undefined(
+                        n,
+                        format!("{base}.networks.{net}"),
+                        format!("service {name:?} refers to undefined network {net}"),
+                    );
                 }
             }
         }
-        for (i, v) in svc.get("volumes").and_then(Node::as_seq).into_iter().flatten().enumerate() {
-            if v.get("type").and_then(Node::as_str) == Some("volume") {
-                if let Some(src) = v.get("source").and_then(Node::as_str) {
-                    if !volumes.contains(src) {
-                        return undefined(v, format!("{base}.volumes[{i}]"), format!("service {name:?} refers to undefined volume {src}"));
-                    }
-                }
+        for (i, v) in svc
+            .get("volumes")
+            .and_then(Node::as_seq)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if v.get("type").and_then(Node::as_str) == Some("volume")
+                && let Some(src) = v.get("source").and_then(Node::as_str)
+                && !volumes.contains(src)
+            {
+                return undefined(
+                    v,
+                    format!("{base}.volumes[{i}]"),
+                    format!("service {name:?} refers to undefined volume {src}"),
+                );
             }
         }
         for (kind, known) in [("secrets", &secrets), ("configs", &configs)] {
@@ -96,7 +168,11 @@ pub fn check(root: &mut Node, disabled: &HashSet<String>) -> Result<(), LoadErro
                 let src = r.get("source").and_then(Node::as_str).unwrap_or_default();
                 if !known.contains(src) {
                     let singular = kind.trim_end_matches('s');
-                    return undefined(r, format!("{base}.{kind}[{i}]"), format!("service {name:?} refers to undefined {singular} {src}"));
+                    return undefined(
+                        r,
+                        format!("{base}.{kind}[{i}]"),
+                        format!("service {name:?} refers to undefined {singular} {src}"),
+                    );
                 }
             }
         }
@@ -104,8 +180,15 @@ pub fn check(root: &mut Node, disabled: &HashSet<String>) -> Result<(), LoadErro
     let pairs: Vec<(&str, &str)> = edges.iter().map(|(a, b, _)| (a.as_str(), b.as_str())).collect();
     if let Some(cycle) = graph::find_cycle(svcs.keys().map(String::as_str), &pairs) {
         let first = &cycle[0];
-        let loc = edges.iter().find(|(a, _, _)| a == first).and_then(|(_, _, n)| n.loc.clone());
-        return Err(LoadError::invalid(loc, format!("services.{first}.depends_on"), format!("dependency cycle detected: {}", cycle.join(" -> "))));
+        let loc = edges
+            .iter()
+            .find(|(a, _, _)| a == first)
+            .and_then(|(_, _, n)| n.loc.clone());
+        return Err(LoadError::invalid(
+            loc,
+            format!("services.{first}.depends_on"),
+            format!("dependency cycle detected: {}", cycle.join(" -> ")),
+        ));
     }
     Ok(())
 }
@@ -120,7 +203,11 @@ fn resources(root: &Node) -> Result<(), LoadError> {
             if external {
                 for key in ["driver", "driver_opts", "internal", "file", "environment", "content"] {
                     if let Some(n) = m.get(key) {
-                        return Err(LoadError::invalid(n.loc.clone(), path, format!("conflicting parameters \"external\" and {key:?} specified")));
+                        return Err(LoadError::invalid(
+                            n.loc.clone(),
+                            path,
+                            format!("conflicting parameters \"external\" and {key:?} specified"),
+                        ));
                     }
                 }
                 continue;
@@ -131,7 +218,11 @@ fn resources(root: &Node) -> Result<(), LoadError> {
                 _ => continue,
             };
             if !sources.iter().any(|k| m.contains_key(*k)) {
-                return Err(LoadError::invalid(def.loc.clone(), path, format!("one of {} must be set", sources.join("|"))));
+                return Err(LoadError::invalid(
+                    def.loc.clone(),
+                    path,
+                    format!("one of {} must be set", sources.join("|")),
+                ));
             }
         }
     }

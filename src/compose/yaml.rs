@@ -65,12 +65,20 @@ pub struct Node {
 impl Node {
     /// A node made by the loader rather than read from a file.
     pub fn new(value: Value) -> Node {
-        Node { value, loc: None, tag: Tag::None }
+        Node {
+            value,
+            loc: None,
+            tag: Tag::None,
+        }
     }
 
     /// A node with the same location as `self`.
     pub fn with(&self, value: Value) -> Node {
-        Node { value, loc: self.loc.clone(), tag: Tag::None }
+        Node {
+            value,
+            loc: self.loc.clone(),
+            tag: Tag::None,
+        }
     }
 
     /// A string node.
@@ -286,8 +294,19 @@ pub fn parse(src: &str, file: &Arc<str>) -> Result<Vec<Node>, LoadError> {
 }
 
 enum Frame {
-    Seq { items: Vec<Node>, anchor: usize, tag: Tag, loc: Location },
-    Map { entries: Vec<(Node, bool, Node)>, key: Option<(Node, bool)>, anchor: usize, tag: Tag, loc: Location },
+    Seq {
+        items: Vec<Node>,
+        anchor: usize,
+        tag: Tag,
+        loc: Location,
+    },
+    Map {
+        entries: Vec<(Node, bool, Node)>,
+        key: Option<(Node, bool)>,
+        anchor: usize,
+        tag: Tag,
+        loc: Location,
+    },
 }
 
 struct Builder {
@@ -334,7 +353,9 @@ fn resolve_plain(s: &str) -> Value {
         Some(rest) => (true, rest),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    let radix = [("0x", 16), ("0o", 8), ("0b", 2)].iter().find_map(|(p, r)| digits.strip_prefix(p).map(|d| (d, *r)));
+    let radix = [("0x", 16), ("0o", 8), ("0b", 2)]
+        .iter()
+        .find_map(|(p, r)| digits.strip_prefix(p).map(|d| (d, *r)));
     if let Some((d, r)) = radix {
         if let Ok(v) = i64::from_str_radix(d, r) {
             return Value::Int(if neg { -v } else { v });
@@ -343,10 +364,12 @@ fn resolve_plain(s: &str) -> Value {
     }
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         // go-yaml keeps YAML 1.1's leading-zero octal (`0755`), and Compose relies on it for modes.
-        if digits.len() > 1 && digits.starts_with('0') && digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-            if let Ok(v) = i64::from_str_radix(digits, 8) {
-                return Value::Int(if neg { -v } else { v });
-            }
+        if digits.len() > 1
+            && digits.starts_with('0')
+            && digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+            && let Ok(v) = i64::from_str_radix(digits, 8)
+        {
+            return Value::Int(if neg { -v } else { v });
         }
         return match s.parse::<i64>() {
             Ok(v) => Value::Int(v),
@@ -354,10 +377,10 @@ fn resolve_plain(s: &str) -> Value {
             Err(_) => Value::Str(s.to_string()),
         };
     }
-    if is_yaml_float(digits) {
-        if let Ok(v) = s.parse::<f64>() {
-            return Value::Float(v);
-        }
+    if is_yaml_float(digits)
+        && let Ok(v) = s.parse::<f64>()
+    {
+        return Value::Float(v);
     }
     Value::Str(s.to_string())
 }
@@ -423,7 +446,11 @@ impl Builder {
     }
 
     fn location(&self, m: &Marker) -> Location {
-        Location { file: self.file.clone(), line: m.line() as u32, col: m.col() as u32 + 1 }
+        Location {
+            file: self.file.clone(),
+            line: m.line() as u32,
+            col: m.col() as u32 + 1,
+        }
     }
 
     fn fail(&mut self, err: LoadError) {
@@ -471,14 +498,22 @@ impl Builder {
                     Value::Seq(items) => {
                         for item in items {
                             if item.as_map().is_none() {
-                                self.fail(LoadError::invalid(item.loc.clone(), "<<", "merge key values must be mappings"));
+                                self.fail(LoadError::invalid(
+                                    item.loc.clone(),
+                                    "<<",
+                                    "merge key values must be mappings",
+                                ));
                                 return None;
                             }
                             merged.push(item);
                         }
                     }
                     _ => {
-                        self.fail(LoadError::invalid(v.loc.clone(), "<<", "merge key value must be a mapping or a list of mappings"));
+                        self.fail(LoadError::invalid(
+                            v.loc.clone(),
+                            "<<",
+                            "merge key value must be a mapping or a list of mappings",
+                        ));
                         return None;
                     }
                 }
@@ -487,7 +522,11 @@ impl Builder {
             let line = k.loc.as_ref().map_or(0, |l| l.line);
             if let Some(prev) = key_lines.get(&key) {
                 let path = self.key_path(&key);
-                self.fail(LoadError::invalid(k.loc.clone(), path, format!("mapping key {key:?} already defined at line {prev}")));
+                self.fail(LoadError::invalid(
+                    k.loc.clone(),
+                    path,
+                    format!("mapping key {key:?} already defined at line {prev}"),
+                ));
                 return None;
             }
             key_lines.insert(key.clone(), line);
@@ -500,7 +539,11 @@ impl Builder {
                 }
             }
         }
-        Some(Node { value: Value::Map(map), loc: Some(loc), tag })
+        Some(Node {
+            value: Value::Map(map),
+            loc: Some(loc),
+            tag,
+        })
     }
 }
 
@@ -519,7 +562,11 @@ impl MarkedEventReceiver for Builder {
                     _ => Value::Str(text),
                 };
                 // `!reset` on an empty scalar means "remove", and carries no value.
-                let node = Node { value, loc: Some(loc), tag: ctag };
+                let node = Node {
+                    value,
+                    loc: Some(loc),
+                    tag: ctag,
+                };
                 self.remember(anchor, &node);
                 let plain = style == TScalarStyle::Plain;
                 self.push(node, plain);
@@ -528,37 +575,75 @@ impl MarkedEventReceiver for Builder {
                 Some((node, size)) => {
                     self.alias_nodes += size;
                     if self.alias_nodes > MAX_ALIAS_NODES {
-                        self.fail(LoadError::invalid(Some(loc), "", "document too large: alias expansion exceeds 1000000 nodes"));
+                        self.fail(LoadError::invalid(
+                            Some(loc),
+                            "",
+                            "document too large: alias expansion exceeds 1000000 nodes",
+                        ));
                         return;
                     }
                     let node = node.clone();
                     self.push(node, false);
                 }
-                None => self.fail(LoadError::Syntax { location: loc, message: "unknown anchor".into() }),
+                None => self.fail(LoadError::Syntax {
+                    location: loc,
+                    message: "unknown anchor".into(),
+                }),
             },
             Event::SequenceStart(anchor, tag) | Event::MappingStart(anchor, tag) if self.stack.len() >= MAX_DEPTH => {
                 let _ = (anchor, tag);
-                self.fail(LoadError::invalid(Some(loc), "", format!("document nested deeper than {MAX_DEPTH} levels")));
+                self.fail(LoadError::invalid(
+                    Some(loc),
+                    "",
+                    format!("document nested deeper than {MAX_DEPTH} levels"),
+                ));
             }
             Event::SequenceStart(anchor, tag) => {
-                self.stack.push(Frame::Seq { items: Vec::new(), anchor, tag: compose_tag(&tag), loc });
+                self.stack.push(Frame::Seq {
+                    items: Vec::new(),
+                    anchor,
+                    tag: compose_tag(&tag),
+                    loc,
+                });
             }
             Event::MappingStart(anchor, tag) => {
-                self.stack.push(Frame::Map { entries: Vec::new(), key: None, anchor, tag: compose_tag(&tag), loc });
+                self.stack.push(Frame::Map {
+                    entries: Vec::new(),
+                    key: None,
+                    anchor,
+                    tag: compose_tag(&tag),
+                    loc,
+                });
             }
             Event::SequenceEnd => {
-                if let Some(Frame::Seq { items, anchor, tag, loc }) = self.stack.pop() {
-                    let node = Node { value: Value::Seq(items), loc: Some(loc), tag };
+                if let Some(Frame::Seq {
+                    items,
+                    anchor,
+                    tag,
+                    loc,
+                }) = self.stack.pop()
+                {
+                    let node = Node {
+                        value: Value::Seq(items),
+                        loc: Some(loc),
+                        tag,
+                    };
                     self.remember(anchor, &node);
                     self.push(node, false);
                 }
             }
             Event::MappingEnd => {
-                if let Some(Frame::Map { entries, anchor, tag, loc, .. }) = self.stack.pop() {
-                    if let Some(node) = self.finish_map(entries, loc, tag) {
-                        self.remember(anchor, &node);
-                        self.push(node, false);
-                    }
+                if let Some(Frame::Map {
+                    entries,
+                    anchor,
+                    tag,
+                    loc,
+                    ..
+                }) = self.stack.pop()
+                    && let Some(node) = self.finish_map(entries, loc, tag)
+                {
+                    self.remember(anchor, &node);
+                    self.push(node, false);
                 }
             }
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart | Event::DocumentEnd => {}
@@ -577,7 +662,9 @@ mod tests {
 
     #[test]
     fn plain_scalars_resolve_like_yaml_1_2() {
-        let n = one("a: 1\nb: 1.5\nc: true\nd: ~\ne: '1'\nf: 8080:80\ng: yes\nh: 0x1f\ni: 1e3\nj: 0755\nk: 12345678901234567890\n");
+        let n = one(
+            "a: 1\nb: 1.5\nc: true\nd: ~\ne: '1'\nf: 8080:80\ng: yes\nh: 0x1f\ni: 1e3\nj: 0755\nk: 12345678901234567890\n",
+        );
         let j = n.to_json();
         assert_eq!(j["a"], 1);
         assert_eq!(j["b"], 1.5);
@@ -618,8 +705,13 @@ mod tests {
         let file: Arc<str> = Arc::from("t.yaml");
         let err = parse("a: 1\nb: 2\na: 3\n", &file).unwrap_err().to_string();
         assert_eq!(err, "t.yaml:3:1: a: mapping key \"a\" already defined at line 1");
-        let err = parse("services:\n  web:\n    image: a\n  web:\n    image: b\n", &file).unwrap_err().to_string();
-        assert_eq!(err, "t.yaml:4:3: services.web: mapping key \"web\" already defined at line 2");
+        let err = parse("services:\n  web:\n    image: a\n  web:\n    image: b\n", &file)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "t.yaml:4:3: services.web: mapping key \"web\" already defined at line 2"
+        );
     }
 
     #[test]
@@ -635,7 +727,9 @@ mod tests {
         let mut src = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..12 {
             let p = i - 1;
-            src.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+            src.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
         }
         let file: Arc<str> = Arc::from("t.yaml");
         let err = parse(&src, &file).unwrap_err().to_string();
@@ -645,7 +739,13 @@ mod tests {
     #[test]
     fn key_paths_from_pointers() {
         let n = one("services:\n  web:\n    ports: [a, b]\n");
-        assert_eq!(pointer_to_key_path(&n, "/services/web/ports/1"), "services.web.ports[1]");
-        assert_eq!(n.locate("/services/web/ports/1").loc.as_ref().map(|l| (l.line, l.col)), Some((3, 16)));
+        assert_eq!(
+            pointer_to_key_path(&n, "/services/web/ports/1"),
+            "services.web.ports[1]"
+        );
+        assert_eq!(
+            n.locate("/services/web/ports/1").loc.as_ref().map(|l| (l.line, l.col)),
+            Some((3, 16))
+        );
     }
 }
