@@ -356,3 +356,404 @@ fn is_printable(c: char) -> bool {
     let pair = std::str::from_utf8(&buf[..n]).unwrap_or("");
     c == '\'' || pair.escape_debug().eq(pair.chars())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Unless noted otherwise, every expectation here was checked against the reference
+    //! `docker-compose` v2.40.3 (compose-go v2.9.1), reading the text as a service `env_file` (and
+    //! for many also as the project `.env`, via `config --environment`) with OSV=os, FOO=osfoo,
+    //! A=a, B=b and E="" in the OS environment. The module was also compared with it on ~3,000
+    //! generated files.
+    use super::*;
+
+    fn os_env(name: &str) -> Option<String> {
+        match name {
+            "OSV" => Some("os".into()),
+            "FOO" => Some("osfoo".into()),
+            "A" => Some("a".into()),
+            "B" => Some("b".into()),
+            "E" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parsed(src: &str) -> Vec<(String, String)> {
+        match parse(src, &os_env) {
+            Ok(m) => m.into_iter().collect(),
+            Err(e) => panic!("{src:?}: unexpected error {e}"),
+        }
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn one(src: &str, key: &str) -> String {
+        match parse(src, &no_env) {
+            Ok(m) => match m.get(key) {
+                Some(v) => v.clone(),
+                None => panic!("{src:?}: no {key} in {m:?}"),
+            },
+            Err(e) => panic!("{src:?}: unexpected error {e}"),
+        }
+    }
+
+    fn failed(src: &str) -> DotenvError {
+        match parse(src, &os_env) {
+            Ok(m) => panic!("{src:?}: expected an error, got {m:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn key_value_forms() {
+        assert_eq!(parsed("K=1\n"), pairs(&[("K", "1")]));
+        assert_eq!(parsed("K = 1 \n"), pairs(&[("K", "1")]));
+        assert_eq!(parsed("K=  spaced  value  \n"), pairs(&[("K", "spaced  value")]));
+        assert_eq!(parsed("K\t=\tv\n"), pairs(&[("K", "v")]));
+        assert_eq!(parsed("K=1"), pairs(&[("K", "1")]));
+        assert_eq!(parsed("K=x\r\nL=y\r\n"), pairs(&[("K", "x"), ("L", "y")]));
+        // The value may contain `=` and quotes that do not start it.
+        assert_eq!(parsed("K=a=b\n"), pairs(&[("K", "a=b")]));
+        assert_eq!(parsed("K=a'b\"c\n"), pairs(&[("K", "a'b\"c")]));
+        assert_eq!(parsed("K=é\"x\"\n"), pairs(&[("K", "é\"x\"")]));
+    }
+
+    #[test]
+    fn yaml_style_colon() {
+        assert_eq!(parsed("K: 1\n"), pairs(&[("K", "1")]));
+        assert_eq!(parsed("K:1\n"), pairs(&[("K", "1")]));
+        assert_eq!(parsed("K : 1\n"), pairs(&[("K", "1")]));
+        // Whichever of `=` and `:` comes first ends the key.
+        assert_eq!(parsed("K:a=b\n"), pairs(&[("K", "a=b")]));
+        assert_eq!(parsed("K=a:b\n"), pairs(&[("K", "a:b")]));
+    }
+
+    #[test]
+    fn export_prefix() {
+        assert_eq!(parsed("export K=1\n"), pairs(&[("K", "1")]));
+        assert_eq!(parsed("export  K=1"), pairs(&[("K", "1")]));
+        assert_eq!(parsed("export\tK=1"), pairs(&[("K", "1")]));
+        assert_eq!(parsed("  export   K=1  \n"), pairs(&[("K", "1")]));
+        assert_eq!(parsed("export\nK=1\n"), pairs(&[("K", "1")]));
+        assert_eq!(parsed("export \n K=1\n"), pairs(&[("K", "1")]));
+        // Not a prefix unless followed by a blank: these are keys named export….
+        assert_eq!(parsed("export=1\n"), pairs(&[("export", "1")]));
+        assert_eq!(parsed("exportK=1\n"), pairs(&[("exportK", "1")]));
+        // Go's `\s` has no vertical tab; the \v is skipped inside the key instead.
+        assert_eq!(parsed("export\x0BK=1\n"), pairs(&[("export\x0BK", "1")]));
+        // `export` plus blanks at the very end.
+        assert_eq!(
+            failed("export "),
+            DotenvError {
+                line: 1,
+                message: "zero length string".into()
+            }
+        );
+        assert_eq!(
+            failed("\texport\t"),
+            DotenvError {
+                line: 1,
+                message: "zero length string".into()
+            }
+        );
+    }
+
+    #[test]
+    fn comments() {
+        assert_eq!(parsed("#c\nK=1\n  # c2\n"), pairs(&[("K", "1")]));
+        assert_eq!(parsed("K=a #c\n"), pairs(&[("K", "a")]));
+        assert_eq!(parsed("K=x #\n"), pairs(&[("K", "x")]));
+        assert_eq!(parsed("K=x # c\n#L=2\n"), pairs(&[("K", "x")]));
+        // Only space-hash starts an inline comment.
+        assert_eq!(parsed("K=a#c\n"), pairs(&[("K", "a#c")]));
+        assert_eq!(parsed("K=a\t#c\n"), pairs(&[("K", "a\t#c")]));
+        // Blanks after `=` are skipped first, so this value starts with `#`.
+        assert_eq!(parsed("K= #c\n"), pairs(&[("K", "#c")]));
+        assert_eq!(parsed("K=#c\n"), pairs(&[("K", "#c")]));
+        // After a closing quote the rest of the line is skipped when it is a comment.
+        assert_eq!(parsed("K=\"q\" # comment\nL=2"), pairs(&[("K", "q"), ("L", "2")]));
+        assert_eq!(parsed("K=\"a\"#b\n"), pairs(&[("K", "a")]));
+        assert_eq!(parsed("\n\n  \t\nK='a'  # c \n"), pairs(&[("K", "a")]));
+    }
+
+    #[test]
+    fn empty_values() {
+        assert_eq!(parsed("K=\n"), pairs(&[("K", "")]));
+        assert_eq!(parsed("K=''\n"), pairs(&[("K", "")]));
+        assert_eq!(parsed("K=\"\"\n"), pairs(&[("K", "")]));
+        assert_eq!(parsed("K="), pairs(&[("K", "")]));
+        assert_eq!(parsed("K=\nL=x\n"), pairs(&[("K", ""), ("L", "x")]));
+        assert_eq!(parsed(""), pairs(&[]));
+        assert_eq!(parsed("\n \n# only comments\n"), pairs(&[]));
+    }
+
+    #[test]
+    fn bare_keys_inherit() {
+        assert_eq!(parsed("FOO\n"), pairs(&[("FOO", "osfoo")]));
+        assert_eq!(parsed("OSV\nX=1"), pairs(&[("OSV", "os"), ("X", "1")]));
+        assert_eq!(parsed("NOPE\nX=1"), pairs(&[("X", "1")]));
+        assert_eq!(parsed("K\n"), pairs(&[]));
+        // An earlier value in the file is kept when the environment has none.
+        assert_eq!(one("K=1\nK\n", "K"), "1");
+    }
+
+    #[test]
+    fn bare_last_line_without_newline_sets_the_empty_key() {
+        assert_eq!(parsed("FOO"), pairs(&[("", "FOO")]));
+        assert_eq!(parsed("OSV"), pairs(&[("", "OSV")]));
+        assert_eq!(parsed("export"), pairs(&[("", "export")]));
+        assert_eq!(parsed("FOO BAR"), pairs(&[("", "FOO BAR")]));
+        assert_eq!(parsed("=x\n"), pairs(&[("", "x")]));
+        assert_eq!(parsed(" =x\n"), pairs(&[("", "x")]));
+        assert_eq!(parsed(":x\n"), pairs(&[("", "x")]));
+    }
+
+    #[test]
+    fn key_characters() {
+        assert_eq!(parsed("1A=x\n"), pairs(&[("1A", "x")]));
+        assert_eq!(parsed("A.B-C[0]=x\n"), pairs(&[("A.B-C[0]", "x")]));
+        assert_eq!(parsed("É=x\n"), pairs(&[("É", "x")]));
+        assert_eq!(parsed("٣=x\n"), pairs(&[("٣", "x")]));
+        assert_eq!(parsed("Ⅻ=x\n"), pairs(&[("Ⅻ", "x")]));
+        // Blanks other than a plain space stay inside the key (trailing ones are trimmed).
+        assert_eq!(parsed("A\tB=x\n"), pairs(&[("A\tB", "x")]));
+        assert_eq!(parsed("A\u{A0}B=x\n"), pairs(&[("A\u{A0}B", "x")]));
+        assert_eq!(parsed("A\u{85}=1\n"), pairs(&[("A", "1")]));
+    }
+
+    #[test]
+    fn bad_keys() {
+        let e = failed("A$=x\n");
+        assert_eq!(
+            e,
+            DotenvError {
+                line: 1,
+                message: "unexpected character \"$\" in variable name \"A$=x\"".into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "line 1: unexpected character \"$\" in variable name \"A$=x\""
+        );
+        assert_eq!(
+            failed("A/B=x\n").message,
+            "unexpected character \"/\" in variable name \"A/B=x\""
+        );
+        assert_eq!(
+            failed("A B=x\n"),
+            DotenvError {
+                line: 1,
+                message: "key cannot contain a space".into()
+            }
+        );
+        assert_eq!(failed("K=1\n\n\nB C=2\n").line, 4);
+        assert_eq!(failed("K=1\n\n# x\nB$=2\n").line, 4);
+        assert_eq!(failed("K='x\ny'\nB$=1\n").line, 3);
+        // A comment after a bare key is not a comment.
+        assert_eq!(
+            failed("FOO #x\n").message,
+            "unexpected character \"#\" in variable name \"FOO #x\""
+        );
+        // Go's %q quoting of the offending character and line.
+        assert_eq!(
+            failed("A\u{3000}=x\n").message,
+            "unexpected character \"\\u3000\" in variable name \"A\\u3000=x\""
+        );
+        assert_eq!(
+            failed("a\u{301}=x\n").message,
+            "unexpected character \"\u{301}\" in variable name \"a\u{301}=x\""
+        );
+        assert_eq!(
+            failed("Ⓐ=x\n").message,
+            "unexpected character \"Ⓐ\" in variable name \"Ⓐ=x\""
+        );
+    }
+
+    #[test]
+    fn text_after_a_closing_quote_is_another_statement() {
+        assert_eq!(parsed("K=\"q\" L=2\n"), pairs(&[("K", "q"), ("L", "2")]));
+        assert_eq!(parsed("K='q'L=2\n"), pairs(&[("K", "q"), ("L", "2")]));
+        // …here a bare key inherited from the environment (absent, so nothing).
+        assert_eq!(parsed("K=\"q\"trail\n"), pairs(&[("K", "q")]));
+        assert_eq!(
+            failed("K=\"x\" junk$\n").message,
+            "unexpected character \"$\" in variable name \"junk$\""
+        );
+        assert_eq!(
+            failed("K=\"a\"\"b\"\n").message,
+            "unexpected character \"\\\"\" in variable name \"\\\"b\\\"\""
+        );
+        assert_eq!(
+            failed("K='x' junk #c\n").message,
+            "unexpected character \"#\" in variable name \"junk #c\""
+        );
+    }
+
+    #[test]
+    fn single_quotes_are_literal() {
+        assert_eq!(parsed("K='x\\ny $OSV \\' z'\n"), pairs(&[("K", "x\\ny $OSV ' z")]));
+        assert_eq!(parsed("K='${OSV}'\n"), pairs(&[("K", "${OSV}")]));
+        assert_eq!(parsed("K='\\\\'\n"), pairs(&[("K", "\\\\")]));
+        assert_eq!(parsed("K='\\\"'\n"), pairs(&[("K", "\\\"")]));
+        assert_eq!(parsed("K= 'q'\n"), pairs(&[("K", "q")]));
+        assert_eq!(
+            parsed("K='multi\nline'\nL=2\n"),
+            pairs(&[("K", "multi\nline"), ("L", "2")])
+        );
+    }
+
+    #[test]
+    fn double_quotes_escape_and_expand() {
+        assert_eq!(
+            parsed("K=\"x\\ny\\t$OSV \\\" \\\\ \\$OSV $$OSV\"\n"),
+            pairs(&[("K", "x\ny\tos \" \\ $OSV $OSV")])
+        );
+        assert_eq!(parsed("K=\"${OSV}\"\n"), pairs(&[("K", "os")]));
+        assert_eq!(
+            parsed("K=\"multi\nline\"\nL=2\n"),
+            pairs(&[("K", "multi\nline"), ("L", "2")])
+        );
+        assert_eq!(parsed("K=\"é\\té\"\n"), pairs(&[("K", "é\té")]));
+        assert_eq!(parsed("K=\"\\\\$OSV\"\n"), pairs(&[("K", "\\os")]));
+        assert_eq!(parsed("K=\"\\'\"\n"), pairs(&[("K", "\\'")]));
+        // A backslash before a newline stays.
+        assert_eq!(parsed("K=\"x\\\ny\"\n"), pairs(&[("K", "x\\\ny")]));
+        // Go's other escapes (\x, \u) are not supported.
+        assert_eq!(parsed("K=\"\\x41\\u0041\"\n"), pairs(&[("K", "\\x41\\u0041")]));
+    }
+
+    #[test]
+    fn octal_and_odd_escapes() {
+        assert_eq!(
+            parsed("K=\"\\a\\b\\c\\f\\v\\0101\\0\\01\\012\\0777\"\n"),
+            pairs(&[("K", "\x07\x08\\c\x0C\x0BA\\\\1\\12\\777")])
+        );
+        assert_eq!(one("K=\"\\101\"\n", "K"), "\\101");
+        assert_eq!(one("K=\"\\0\"\n", "K"), "\\");
+        assert_eq!(one("K=\"\\00\"\n", "K"), "\\0");
+        assert_eq!(one("K=\"\\000\"\n", "K"), "\\00");
+        assert_eq!(one("K=\"\\0089\"\n", "K"), "\\089");
+        assert_eq!(one("K=\"\\0400\"\n", "K"), "\\400");
+        assert_eq!(one("K=\"\\0377\"\n", "K"), "\u{FF}");
+        // NUL, and a digit after the three octal digits.
+        assert_eq!(one("K=\"\\0000\"\n", "K"), "\0");
+        assert_eq!(one("K=\"\\01014\"\n", "K"), "A4");
+        // An octal `$` is interpolated afterwards.
+        assert_eq!(parsed("K=\"\\0044OSV\"\n"), pairs(&[("K", "os")]));
+    }
+
+    #[test]
+    fn unquoted_values_have_no_escapes() {
+        assert_eq!(parsed("K=\\$OSV\n"), pairs(&[("K", "\\os")]));
+        assert_eq!(parsed("K=$$OSV\n"), pairs(&[("K", "$OSV")]));
+        assert_eq!(parsed("K=x\\\nL=y\n"), pairs(&[("K", "x\\"), ("L", "y")]));
+    }
+
+    #[test]
+    fn whitespace_trimming() {
+        // Leading: only compose-go's blanks; trailing: all Unicode whitespace.
+        assert_eq!(parsed("K=x\u{3000}\n"), pairs(&[("K", "x")]));
+        assert_eq!(parsed("K=\u{3000}x\n"), pairs(&[("K", "\u{3000}x")]));
+        assert_eq!(parsed("K=x\u{85}\n"), pairs(&[("K", "x")]));
+    }
+
+    #[test]
+    fn unterminated_quotes_report_the_last_line() {
+        assert_eq!(
+            failed("K=\"unterminated\nB=1\n"),
+            DotenvError {
+                line: 3,
+                message: "unterminated quoted value \"unterminated".into()
+            }
+        );
+        assert_eq!(
+            failed("K='un\nB=1\nC=2\n"),
+            DotenvError {
+                line: 4,
+                message: "unterminated quoted value 'un".into()
+            }
+        );
+        assert_eq!(
+            failed("K=\"x\"\n\nB='\n"),
+            DotenvError {
+                line: 4,
+                message: "unterminated quoted value '".into()
+            }
+        );
+        assert_eq!(failed("K=\"$OSV\n").line, 2);
+    }
+
+    #[test]
+    fn expansion_uses_lookup_before_earlier_keys() {
+        // Compose resolves from the OS environment first: FOO is osfoo here, not file.
+        assert_eq!(
+            parsed("FOO=file\nBAR=$FOO\n"),
+            pairs(&[("FOO", "file"), ("BAR", "osfoo")])
+        );
+        assert_eq!(
+            parsed("K1=v1\nK2=${K1}\nK3=\"${K2}-x\"\n"),
+            pairs(&[("K1", "v1"), ("K2", "v1"), ("K3", "v1-x")])
+        );
+        // Only keys defined *earlier* are seen, with their value at that point.
+        assert_eq!(
+            parsed("K=v1\nL=${K:-d}\nK=v2\nM=$K\n"),
+            pairs(&[("K", "v2"), ("L", "v1"), ("M", "v2")])
+        );
+        assert_eq!(one("L=$K\nK=1\n", "L"), "");
+        assert_eq!(parsed("K=${OSV:-d} ${NONE:-d2}\n"), pairs(&[("K", "os d2")]));
+        assert_eq!(parsed("K=\"${NONE:-$OSV}\"\n"), pairs(&[("K", "os")]));
+    }
+
+    #[test]
+    fn interpolation_errors() {
+        let e = failed("K=${NONE:?must}\n");
+        assert_eq!(e.message, "required variable NONE is missing a value: must");
+        assert_eq!(
+            failed("K=${NONE:?}\n").message,
+            "required variable NONE is missing a value"
+        );
+        // Compose prints `Invalid template: "${"`; the line is the statement's first line.
+        let e = failed("A=1\nK=\"x\n${\"\n");
+        assert_eq!(e.line, 2);
+        assert!(
+            e.message.starts_with("invalid interpolation format for \"x\\n${\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicates_overwrite_in_place() {
+        assert_eq!(parsed("K=1\nK=2\n"), pairs(&[("K", "2")]));
+        // Not a Compose behaviour (its map is unordered): first position is kept.
+        assert_eq!(parsed("B=1\nA=2\nB=3\n"), pairs(&[("B", "3"), ("A", "2")]));
+    }
+
+    #[test]
+    fn byte_order_mark_is_skipped() {
+        assert_eq!(parsed("\u{FEFF}K=1\n"), pairs(&[("K", "1")]));
+    }
+
+    #[test]
+    fn never_panics_on_arbitrary_input() {
+        let alphabet: Vec<char> = "AK=: \t\n#'\"\\$${}0xé\rexport日\u{85}".chars().collect();
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..20_000 {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let len = (seed >> 58) as usize;
+            let mut s = String::new();
+            let mut x = seed;
+            for _ in 0..len {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                s.push(alphabet[(x >> 33) as usize % alphabet.len()]);
+            }
+            let _ = parse(&s, &os_env);
+        }
+    }
+}
