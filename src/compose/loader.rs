@@ -73,7 +73,9 @@ pub fn load(opts: &LoadOptions) -> Result<Project, LoadError> {
     };
 
     // The name is known before interpolation, so files can use ${COMPOSE_PROJECT_NAME}.
+    let started = std::time::Instant::now();
     let parsed: Vec<Vec<Node>> = files.iter().map(|f| parse_file(f, opts)).collect::<Result<_, _>>()?;
+    tracing::debug!(elapsed = ?started.elapsed(), "parsed and schema-checked");
     let name = project_name(opts, &env, &parsed, &project_dir)?;
     env.entry("COMPOSE_PROJECT_NAME".into()).or_insert_with(|| name.clone());
 
@@ -86,6 +88,7 @@ pub fn load(opts: &LoadOptions) -> Result<Project, LoadError> {
         });
     }
     let mut root = merged.unwrap_or_else(Node::map);
+    tracing::debug!(elapsed = ?started.elapsed(), "interpolated, canonicalised and merged");
     let profiles = active_profiles(opts, &env);
     root.as_map_mut().map(|m| m.shift_remove("include"));
     let all_profiles = declared_profiles(&root);
@@ -104,6 +107,7 @@ pub fn load(opts: &LoadOptions) -> Result<Project, LoadError> {
     if !opts.services.is_empty() {
         select_services(&mut root, &opts.services)?;
     }
+    tracing::debug!(elapsed = ?started.elapsed(), "defaults applied and checked");
     let mut canonical = root.to_json();
     if let Some(obj) = canonical.as_object_mut() {
         obj.shift_remove("version");
@@ -190,6 +194,7 @@ fn parse_file(file: &Path, opts: &LoadOptions) -> Result<Vec<Node>, LoadError> {
             "empty compose file",
         ));
     }
+    tracing::trace!(file = %file.display(), "parsed");
     for doc in &docs {
         if doc.as_map().is_none() {
             return Err(LoadError::invalid(

@@ -135,7 +135,7 @@ impl Project {
         let mut services = IndexMap::new();
         if let Some(svcs) = canonical.get("services").and_then(|s| s.as_object()) {
             for (k, v) in svcs {
-                let svc: Service = serde_json::from_value(v.clone())
+                let svc = Service::deserialize(v)
                     .map_err(|e| LoadError::invalid(None, format!("services.{k}"), format!("invalid service: {e}")))?;
                 services.insert(k.clone(), svc);
             }

@@ -1,6 +1,8 @@
 //! Interpolation over a whole tree (values only, never keys), followed by Compose's type casts:
 //! `privileged: ${P}` with `P=true` becomes a boolean, `cpus: ${C}` a number, and so on.
 
+use std::sync::OnceLock;
+
 use super::error::LoadError;
 use super::interpolate::{InterpolateError, interpolate};
 use super::yaml::{Node, Value};
@@ -120,8 +122,13 @@ fn display_path(path: &[String]) -> String {
     out
 }
 
-fn matches(pattern: &str, path: &[String]) -> bool {
-    let pat: Vec<&str> = pattern.split('.').collect();
+/// The cast table split into segments once.
+fn patterns() -> &'static [(Vec<&'static str>, Cast)] {
+    static PATTERNS: OnceLock<Vec<(Vec<&'static str>, Cast)>> = OnceLock::new();
+    PATTERNS.get_or_init(|| CASTS.iter().map(|(p, c)| (p.split('.').collect(), *c)).collect())
+}
+
+fn matches(pat: &[&str], path: &[String]) -> bool {
     pat.len() == path.len()
         && pat.iter().zip(path).all(|(p, s)| match *p {
             "*" => !s.starts_with('['),
@@ -132,7 +139,7 @@ fn matches(pattern: &str, path: &[String]) -> bool {
 
 fn cast(node: &mut Node, path: &[String]) -> Result<(), LoadError> {
     let Value::Str(s) = &node.value else { return Ok(()) };
-    let Some((_, kind)) = CASTS.iter().find(|(p, _)| matches(p, path)) else {
+    let Some((_, kind)) = patterns().iter().find(|(p, _)| matches(p, path)) else {
         return Ok(());
     };
     let fail = |what: &str| {
