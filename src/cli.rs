@@ -161,7 +161,9 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<()> {
 pub fn render_config(project: &Project, args: &ConfigArgs) -> Result<String> {
     let lines = |items: Vec<String>| items.into_iter().map(|s| s + "\n").collect::<String>();
     if args.list_services {
-        return Ok(lines(project.service_names().map(str::to_string).collect()));
+        // Like Compose, in start order: dependencies first.
+        let graph = crate::graph::ServiceGraph::new(project)?;
+        return Ok(lines(graph.start_levels().into_iter().flatten().collect()));
     }
     if args.list_volumes {
         let vols = project
