@@ -1,0 +1,170 @@
+//! The `berth` binary as a user runs it: `config` flags, output files, exit codes, and the
+//! dependency graph of a loaded project.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use berth::compose::{LoadOptions, load};
+use berth::graph::ServiceGraph;
+
+fn quickstart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart")
+}
+
+/// A fresh, empty directory for one test, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("berth-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn berth(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", "/root")
+        .output()
+        .expect("run berth")
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "berth failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn yaml_output_loads_back_to_the_same_project() {
+    let tmp = TempDir::new("roundtrip");
+    let json = stdout(&berth(
+        &quickstart(),
+        &["--profile", "debug", "config", "--format", "json"],
+    ));
+    let yaml = stdout(&berth(&quickstart(), &["--profile", "debug", "config"]));
+    std::fs::write(tmp.0.join("compose.yaml"), &yaml).expect("write yaml");
+    // The canonical form must be a fixed point: loading it again gives the same document.
+    let again = stdout(&berth(&tmp.0, &["--profile", "debug", "config", "--format", "json"]));
+    let a: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let b: serde_json::Value = serde_json::from_str(&again).expect("json");
+    assert_eq!(a, b);
+}
+
+#[test]
+fn list_flags() {
+    let dir = quickstart();
+    assert_eq!(stdout(&berth(&dir, &["config", "--services"])), "cache\ndb\napi\nweb\n");
+    assert_eq!(stdout(&berth(&dir, &["config", "--volumes"])), "dbdata\n");
+    assert_eq!(stdout(&berth(&dir, &["config", "--profiles"])), "debug\n");
+    let images = stdout(&berth(&dir, &["config", "--images"]));
+    assert_eq!(images.lines().count(), 4, "{images}");
+    assert!(images.lines().all(|l| l == "localhost/busybox:latest"), "{images}");
+}
+
+#[test]
+fn quiet_prints_nothing_and_output_goes_to_a_file() {
+    let tmp = TempDir::new("output");
+    let dir = quickstart();
+    assert_eq!(stdout(&berth(&dir, &["config", "-q"])), "");
+    let target = tmp.0.join("out.json");
+    let target_arg = target.to_string_lossy().into_owned();
+    assert_eq!(
+        stdout(&berth(&dir, &["config", "--format", "json", "-o", &target_arg])),
+        ""
+    );
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&target).expect("written")).expect("json");
+    assert_eq!(written["name"], "quickstart");
+}
+
+#[test]
+fn no_interpolate_keeps_variables() {
+    let tmp = TempDir::new("nointerp");
+    std::fs::write(
+        tmp.0.join("compose.yaml"),
+        "services:\n  a:\n    image: \"x:${TAG:-1}\"\n",
+    )
+    .expect("write");
+    let out = stdout(&berth(&tmp.0, &["config", "--no-interpolate", "--format", "json"]));
+    assert!(out.contains("\"image\": \"x:${TAG:-1}\""), "{out}");
+    let out = stdout(&berth(&tmp.0, &["config", "--format", "json"]));
+    assert!(out.contains("\"image\": \"x:1\""), "{out}");
+}
+
+#[test]
+fn errors_exit_non_zero_with_location() {
+    let tmp = TempDir::new("errors");
+    std::fs::write(
+        tmp.0.join("compose.yaml"),
+        "services:\n  web:\n    image: x\n    ports: [\"80\", \"nope\"]\n",
+    )
+    .expect("write");
+    let out = berth(&tmp.0, &["config"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("compose.yaml:4:19: services.web.ports[1]: invalid containerPort: nope"),
+        "{err}"
+    );
+}
+
+#[test]
+fn binary_and_odd_input_is_an_error_not_a_panic() {
+    let tmp = TempDir::new("binary");
+    let cases: &[&[u8]] = &[
+        b"\xff\xfe\x00garbage",
+        b"- a\n- b\n",
+        b"services: 5\n",
+        b"[",
+        b"&a [*a]",
+    ];
+    for input in cases {
+        std::fs::write(tmp.0.join("compose.yaml"), input).expect("write");
+        let out = berth(&tmp.0, &["config"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "input {input:?}: {err}");
+        assert!(!err.contains("panicked"), "input {input:?}: {err}");
+        assert!(err.starts_with("error: "), "input {input:?}: {err}");
+    }
+}
+
+#[test]
+fn version_short_is_semver() {
+    let v = stdout(&berth(Path::new("/"), &["version", "--short"]));
+    let parts: Vec<&str> = v.trim().split('.').collect();
+    assert_eq!(parts.len(), 3, "{v}");
+    assert!(parts.iter().all(|p| p.parse::<u32>().is_ok()), "{v}");
+}
+
+#[test]
+fn project_graph_orders_start_and_stop() {
+    let opts = LoadOptions {
+        working_dir: quickstart(),
+        interpolate: true,
+        profiles: vec!["debug".into()],
+        ..LoadOptions::default()
+    };
+    let project = load(&opts).expect("quickstart loads");
+    let graph = ServiceGraph::new(&project).expect("acyclic");
+    let start = graph.start_levels();
+    assert_eq!(start, vec![vec!["cache", "db"], vec!["api"], vec!["shell", "web"]]);
+    let mut stop = start.clone();
+    stop.reverse();
+    assert_eq!(graph.stop_levels(), stop);
+    assert_eq!(project.services["shell"].dependencies(), vec!["api"]);
+}
