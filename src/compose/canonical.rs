@@ -108,6 +108,23 @@ fn service(svc: &mut Map, path: &str, ctx: &PathCtx) -> Result<(), LoadError> {
             "environment" => list_or_dict(node, &p, '=', true)?,
             "labels" | "annotations" => list_or_dict(node, &p, '=', false)?,
             "devices" => devices(node, &p)?,
+            "blkio_config" => blkio(node, &p)?,
+            "gpus" if node.as_str() == Some("all") => {
+                let mut m = Map::new();
+                m.insert("count".into(), Node::new(Value::Int(-1)));
+                node.value = Value::Seq(vec![node.with(Value::Map(m))]);
+            }
+            "label_file" => {
+                string_or_list(node);
+                if let Value::Seq(items) = &mut node.value {
+                    for item in items {
+                        if let Some(s) = item.as_str() {
+                            let abs = ctx.resolve(s);
+                            item.value = Value::Str(abs);
+                        }
+                    }
+                }
+            }
             "group_add" => stringify_seq(node),
             "post_start" | "pre_stop" => hooks(node, &p)?,
             "sysctls" => list_or_dict(node, &p, '=', false)?,
@@ -235,6 +252,40 @@ fn devices(node: &mut Node, path: &str) -> Result<(), LoadError> {
         m.insert("target".into(), Node::str(dst));
         m.insert("permissions".into(), Node::str(perms));
         item.value = Value::Map(m);
+    }
+    Ok(())
+}
+
+/// Device throttles come out with Docker's capitalised keys (`Path`, `Rate`, `Weight`) and rates
+/// in bytes, as Compose prints them.
+fn blkio(node: &mut Node, path: &str) -> Result<(), LoadError> {
+    let Some(m) = node.as_map_mut() else { return Ok(()) };
+    for (key, value_key) in [
+        ("device_read_bps", "rate"),
+        ("device_write_bps", "rate"),
+        ("device_read_iops", "rate"),
+        ("device_write_iops", "rate"),
+        ("weight_device", "weight"),
+    ] {
+        let Some(Value::Seq(items)) = m.get_mut(key).map(|n| &mut n.value) else {
+            continue;
+        };
+        for (i, item) in items.iter_mut().enumerate() {
+            let Some(entry) = item.as_map_mut() else { continue };
+            let mut out = Map::new();
+            if let Some(p) = entry.shift_remove("path") {
+                out.insert("Path".into(), p);
+            }
+            if let Some(mut v) = entry.shift_remove(value_key) {
+                if key.ends_with("_bps") {
+                    bytes(&mut v, &format!("{path}.{key}[{i}].rate"))?;
+                }
+                let cap = if value_key == "rate" { "Rate" } else { "Weight" };
+                out.insert(cap.into(), v);
+            }
+            out.extend(std::mem::take(entry));
+            item.value = Value::Map(out);
+        }
     }
     Ok(())
 }

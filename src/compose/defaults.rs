@@ -4,13 +4,12 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::canonical::PathCtx;
 use super::error::LoadError;
 use super::loader::{Env, read_dotenv};
 use super::yaml::{Map, Node, Value};
 
 /// Applies the defaults to the merged project tree.
-pub fn apply(root: &mut Node, project: &str, env: &Env, _paths: &PathCtx) -> Result<(), LoadError> {
+pub fn apply(root: &mut Node, project: &str, env: &Env) -> Result<(), LoadError> {
     let Some(top) = root.as_map_mut() else { return Ok(()) };
     let mut uses_default = false;
     if let Some(services) = top.get_mut("services").and_then(Node::as_map_mut) {
@@ -32,7 +31,14 @@ pub fn apply(root: &mut Node, project: &str, env: &Env, _paths: &PathCtx) -> Res
                 "cap_add",
                 "cap_drop",
                 "dns",
+                "dns_search",
+                "dns_opt",
                 "extra_hosts",
+                "security_opt",
+                "links",
+                "external_links",
+                "volumes_from",
+                "group_add",
             ] {
                 if let Some(node) = m.get_mut(list)
                     && let Value::Seq(items) = std::mem::replace(&mut node.value, Value::Null)
@@ -97,6 +103,26 @@ fn service(m: &mut Map, name: &str, env: &Env) -> Result<(), LoadError> {
         if let Some(args) = build.get_mut("args").and_then(Node::as_map_mut) {
             resolve_bare(args, env, true);
         }
+    }
+    if let Some(files) = m.shift_remove("label_file") {
+        let mut labels = Map::new();
+        for (i, f) in files.as_seq().into_iter().flatten().enumerate() {
+            let Some(resolved) = f.as_str() else { continue };
+            if !Path::new(&resolved).is_file() {
+                return Err(LoadError::invalid(
+                    f.loc.clone(),
+                    format!("services.{name}.label_file[{i}]"),
+                    format!("label file {resolved} not found"),
+                ));
+            }
+            for (k, v) in read_dotenv(Path::new(&resolved), env, &Env::new())? {
+                labels.insert(k, f.with(Value::Str(v)));
+            }
+        }
+        if let Some(Value::Map(own)) = m.shift_remove("labels").map(|n| n.value) {
+            labels.extend(own);
+        }
+        m.insert("labels".into(), Node::new(Value::Map(labels)));
     }
     let mut environment = Map::new();
     if let Some(files) = m.shift_remove("env_file") {
@@ -267,8 +293,8 @@ pub fn finish(root: &mut Node) {
             Value::Map(m) => {
                 m.retain(|k, v| {
                     let nested_extension = depth > 0 && k.starts_with("x-");
-                    let omitted_false =
-                        matches!(v.value, Value::Bool(false)) && !matches!(k.as_str(), "required" | "attach");
+                    let omitted_false = matches!(v.value, Value::Bool(false))
+                        && !matches!(k.as_str(), "required" | "attach" | "enable_ipv4" | "enable_ipv6");
                     let zero_ulimit = parent == "ulimits" && matches!(v.value, Value::Int(0));
                     let dropped =
                         (parent == "ipam" && k == "options") || (k == "dockerfile_inline" && v.as_str() == Some(""));

@@ -93,15 +93,7 @@ pub fn load(opts: &LoadOptions) -> Result<Project, LoadError> {
     root.as_map_mut().map(|m| m.shift_remove("include"));
     let all_profiles = declared_profiles(&root);
     let disabled = profiles_filter(&mut root, &profiles, &opts.services);
-    defaults::apply(
-        &mut root,
-        &name,
-        &env,
-        &PathCtx {
-            base_dir: &project_dir,
-            home: opts.home.as_deref(),
-        },
-    )?;
+    defaults::apply(&mut root, &name, &env)?;
     validate::check(&mut root, &disabled)?;
     defaults::finish(&mut root);
     if !opts.services.is_empty() {

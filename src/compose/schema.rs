@@ -6,7 +6,7 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{ValidationError, Validator};
 
 use super::error::LoadError;
-use super::yaml::{Node, pointer_to_key_path};
+use super::yaml::{Node, Tag, Value, pointer_to_key_path};
 
 static SCHEMA_SRC: &str = include_str!("schema/compose-spec.json");
 
@@ -30,11 +30,29 @@ fn validator() -> Result<&'static Validator, LoadError> {
 /// Checks one file's tree against the schema and reports the first problem with its place and key path.
 pub fn validate(root: &Node) -> Result<(), LoadError> {
     let v = validator()?;
-    let json = root.to_json();
-    let Some(first) = v.iter_errors(&json).next() else {
+    let json = schema_view(root);
+    // Compose tolerates repeated list items (it de-duplicates them later), so `uniqueItems` is not enforced.
+    let Some(first) = v
+        .iter_errors(&json)
+        .find(|e| !matches!(e.kind(), ValidationErrorKind::UniqueItems))
+    else {
         return Ok(());
     };
     Err(describe(root, most_specific(&first)))
+}
+
+/// The JSON the schema sees: entries tagged `!reset` are left out, since they only remove things.
+fn schema_view(node: &Node) -> serde_json::Value {
+    match &node.value {
+        Value::Map(m) => serde_json::Value::Object(
+            m.iter()
+                .filter(|(_, v)| v.tag != Tag::Reset)
+                .map(|(k, v)| (k.clone(), schema_view(v)))
+                .collect(),
+        ),
+        Value::Seq(items) => serde_json::Value::Array(items.iter().map(schema_view).collect()),
+        _ => node.to_json(),
+    }
 }
 
 /// For `oneOf`/`anyOf` failures, the error from the alternative that got furthest into the value:

@@ -29,8 +29,11 @@ pub fn check(root: &mut Node, disabled: &HashSet<String>) -> Result<(), LoadErro
                 .and_then(|m| m.get_mut("depends_on"))
                 .and_then(Node::as_map_mut)
             {
+                // An optional dependency on a service whose profiles are off is dropped; one on a
+                // service that does not exist at all is still an error, as in Compose.
                 deps.retain(|dep, d| {
-                    services.contains(dep) || !matches!(d.get("required").map(|r| &r.value), Some(Value::Bool(false)))
+                    let optional = matches!(d.get("required").map(|r| &r.value), Some(Value::Bool(false)));
+                    services.contains(dep) || !(optional && disabled.contains(dep))
                 });
             }
         }
@@ -179,10 +182,10 @@ pub fn check(root: &mut Node, disabled: &HashSet<String>) -> Result<(), LoadErro
     }
     let pairs: Vec<(&str, &str)> = edges.iter().map(|(a, b, _)| (a.as_str(), b.as_str())).collect();
     if let Some(cycle) = graph::find_cycle(svcs.keys().map(String::as_str), &pairs) {
-        let first = &cycle[0];
+        let first = cycle.first().cloned().unwrap_or_default();
         let loc = edges
             .iter()
-            .find(|(a, _, _)| a == first)
+            .find(|(a, _, _)| *a == first)
             .and_then(|(_, _, n)| n.loc.clone());
         return Err(LoadError::invalid(
             loc,

@@ -345,7 +345,9 @@ fn resolve_plain(s: &str) -> Value {
         ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
         _ => {}
     }
-    let first = s.as_bytes()[0];
+    let Some(&first) = s.as_bytes().first() else {
+        return Value::Null;
+    };
     if !(first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.')) {
         return Value::Str(s.to_string());
     }
