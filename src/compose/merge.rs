@@ -46,17 +46,20 @@ fn merge_at(base: Node, over: Node, path: &mut Vec<String>) -> Node {
                     out.shift_remove(&k);
                     continue;
                 }
-                let replace_ulimit = path.len() == 4 && path[0] == "services" && path[2] == "ulimits";
-                let merged = match out.shift_remove(&k) {
+                let replace_ulimit = path.len() == 3 && path[0] == "services" && path[2] == "ulimits";
+                // Merged keys keep their place; new keys go at the end.
+                match out.get_mut(&k) {
                     Some(prev) if !replace_ulimit => {
-                        path.push(k.clone());
-                        let m = merge_at(prev, v, path);
+                        let earlier = std::mem::replace(prev, Node::new(Value::Null));
+                        path.push(k);
+                        *prev = merge_at(earlier, v, path);
                         path.pop();
-                        m
                     }
-                    _ => strip_tags(v),
-                };
-                out.insert(k, merged);
+                    Some(prev) => *prev = strip_tags(v),
+                    None => {
+                        out.insert(k, strip_tags(v));
+                    }
+                }
             }
             Node {
                 value: Value::Map(out),
@@ -102,11 +105,16 @@ fn merge_logging(base: Map, over: Map) -> Map {
     }
     let mut out = base;
     for (k, v) in over {
-        let merged = match (k.as_str(), out.shift_remove(&k)) {
-            ("options", Some(prev)) => merge_project(prev, v),
-            (_, _) => v,
-        };
-        out.insert(k, merged);
+        match (k.as_str(), out.get_mut(&k)) {
+            ("options", Some(prev)) => {
+                let earlier = std::mem::replace(prev, Node::new(Value::Null));
+                *prev = merge_project(earlier, v);
+            }
+            (_, Some(prev)) => *prev = v,
+            (_, None) => {
+                out.insert(k, v);
+            }
+        }
     }
     out
 }
@@ -227,6 +235,124 @@ mod tests {
         assert_eq!(
             j["services"]["a"]["logging"],
             serde_json::json!({"driver": "json-file", "options": {"y": "2"}})
+        );
+    }
+
+    #[test]
+    fn logging_with_the_same_driver_merges_options() {
+        let j = merged(
+            "services: {a: {logging: {driver: syslog, options: {x: '1'}}}}",
+            "services: {a: {logging: {options: {y: '2'}}}}",
+        );
+        assert_eq!(
+            j["services"]["a"]["logging"],
+            serde_json::json!({"driver": "syslog", "options": {"x": "1", "y": "2"}})
+        );
+    }
+
+    #[test]
+    fn entrypoint_is_replaced() {
+        let j = merged(
+            "services: {a: {entrypoint: [a, b]}}",
+            "services: {a: {entrypoint: [c]}}",
+        );
+        assert_eq!(j["services"]["a"]["entrypoint"], serde_json::json!(["c"]));
+    }
+
+    #[test]
+    fn each_ulimit_is_replaced_whole() {
+        let j = merged(
+            "services: {a: {ulimits: {nofile: {soft: 1, hard: 2}, nproc: 5}}}",
+            "services: {a: {ulimits: {nofile: {soft: 3}}}}",
+        );
+        assert_eq!(
+            j["services"]["a"]["ulimits"],
+            serde_json::json!({"nofile": {"soft": 3}, "nproc": 5})
+        );
+    }
+
+    #[test]
+    fn ports_deduplicate_on_the_whole_mapping() {
+        let base = "services: {a: {ports: [{target: 80, published: '8080', protocol: tcp, mode: ingress}]}}";
+        let j = merged(
+            base,
+            "services: {a: {ports: [{target: 80, published: '8080', protocol: tcp, mode: ingress}, \
+             {target: 80, published: '9090', protocol: tcp, mode: ingress}]}}",
+        );
+        assert_eq!(j["services"]["a"]["ports"].as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn environment_and_depends_on_merge_by_key() {
+        let j = merged(
+            "services: {a: {environment: {A: '1', B: '2'}, depends_on: {db: {condition: service_started}}}}",
+            "services: {a: {environment: {B: '3'}, depends_on: {db: {condition: service_healthy}, c: {}}}}",
+        );
+        assert_eq!(
+            j["services"]["a"]["environment"],
+            serde_json::json!({"A": "1", "B": "3"})
+        );
+        assert_eq!(j["services"]["a"]["depends_on"]["db"]["condition"], "service_healthy");
+        assert!(j["services"]["a"]["depends_on"].get("c").is_some());
+    }
+
+    #[test]
+    fn service_networks_merge_their_settings() {
+        let j = merged(
+            "services: {a: {networks: {front: {aliases: [x]}, back: null}}}",
+            "services: {a: {networks: {front: {aliases: [y]}}}}",
+        );
+        assert_eq!(
+            j["services"]["a"]["networks"],
+            serde_json::json!({"front": {"aliases": ["x", "y"]}, "back": null})
+        );
+    }
+
+    #[test]
+    fn string_lists_append_without_duplicates() {
+        let j = merged(
+            "services: {a: {cap_add: [NET_ADMIN], dns: [1.1.1.1]}}",
+            "services: {a: {cap_add: [NET_ADMIN, SYS_TIME], dns: [1.1.1.1]}}",
+        );
+        assert_eq!(
+            j["services"]["a"]["cap_add"],
+            serde_json::json!(["NET_ADMIN", "SYS_TIME"])
+        );
+        assert_eq!(j["services"]["a"]["dns"], serde_json::json!(["1.1.1.1"]));
+    }
+
+    #[test]
+    fn scalars_and_top_level_resources() {
+        let j = merged(
+            "name: one\nservices: {a: {image: x, restart: always}}\nvolumes: {v: {driver: local}}",
+            "name: two\nservices: {a: {image: y}}\nvolumes: {v: {labels: {k: v}}, w: {}}",
+        );
+        assert_eq!(j["name"], "two");
+        assert_eq!(
+            j["services"]["a"],
+            serde_json::json!({"image": "y", "restart": "always"})
+        );
+        assert_eq!(
+            j["volumes"]["v"],
+            serde_json::json!({"driver": "local", "labels": {"k": "v"}})
+        );
+        assert!(j["volumes"].get("w").is_some());
+    }
+
+    #[test]
+    fn reset_removes_a_whole_service() {
+        let j = merged("services: {a: {image: x}, b: {image: y}}", "services: {b: !reset null}");
+        assert_eq!(j["services"], serde_json::json!({"a": {"image": "x"}}));
+    }
+
+    #[test]
+    fn extends_merges_like_an_override() {
+        let base = parse("{image: x, environment: {A: '1'}, command: [a]}");
+        let own = parse("{environment: {B: '2'}, command: [b]}");
+        let j = merge_service(base, own).to_json();
+        assert_eq!(
+            j,
+            serde_json::json!({"image": "x", "environment": {"A": "1", "B": "2"}, "command": ["b"]})
         );
     }
 }
