@@ -168,3 +168,34 @@ fn project_graph_orders_start_and_stop() {
     assert_eq!(graph.stop_levels(), stop);
     assert_eq!(project.services["shell"].dependencies(), vec!["api"]);
 }
+
+#[test]
+fn compose_file_from_stdin() {
+    use std::io::Write;
+    let tmp = TempDir::new("stdin");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["-f", "-", "config", "--format", "json"])
+        .current_dir(&tmp.0)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn berth");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(b"services:\n  a:\n    image: x\n    volumes: ['./d:/d']\n")
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let dir = tmp.0.to_string_lossy().into_owned();
+    assert_eq!(doc["services"]["a"]["volumes"][0]["source"], format!("{dir}/d"));
+    let name = tmp
+        .0
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    assert_eq!(doc["name"], berth::compose::normalize_project_name(&name));
+}

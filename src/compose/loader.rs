@@ -29,6 +29,9 @@ pub const OVERRIDES: &[&str] = &[
     "docker-compose.override.yaml",
 ];
 
+/// The file name that stands for standard input.
+const STDIN: &str = "-";
+
 /// Environment used for interpolation: `.env` values overlaid by the OS environment.
 pub type Env = IndexMap<String, String>;
 
@@ -45,7 +48,18 @@ pub fn load(opts: &LoadOptions) -> Result<Project, LoadError> {
         .cloned()
         .unwrap_or_else(|| ":".into());
 
-    let mut files: Vec<PathBuf> = opts.files.iter().map(|f| absolute(f, &working_dir)).collect();
+    // `-f -` reads the compose file from standard input.
+    let mut files: Vec<PathBuf> = opts
+        .files
+        .iter()
+        .map(|f| {
+            if f.as_os_str() == STDIN {
+                f.clone()
+            } else {
+                absolute(f, &working_dir)
+            }
+        })
+        .collect();
     if files.is_empty()
         && let Some(list) = pre_env.get("COMPOSE_FILE").filter(|s| !s.is_empty())
     {
@@ -62,6 +76,7 @@ pub fn load(opts: &LoadOptions) -> Result<Project, LoadError> {
         Some(d) => d.clone(),
         None => files
             .first()
+            .filter(|f| f.as_os_str() != STDIN)
             .and_then(|f| f.parent())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| working_dir.clone()),
@@ -172,7 +187,13 @@ fn display_name(file: &Path, opts: &LoadOptions) -> Arc<str> {
 
 /// Parses one file and checks each of its documents against the schema.
 fn parse_file(file: &Path, opts: &LoadOptions) -> Result<Vec<Node>, LoadError> {
-    let src = std::fs::read_to_string(file).map_err(|e| LoadError::io(file, e))?;
+    let src = if file.as_os_str() == STDIN {
+        let mut buf = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf).map_err(|e| LoadError::io("<stdin>", e))?;
+        buf
+    } else {
+        std::fs::read_to_string(file).map_err(|e| LoadError::io(file, e))?
+    };
     let name = display_name(file, opts);
     let docs: Vec<Node> = yaml::parse(&src, &name)?.into_iter().filter(|d| !d.is_null()).collect();
     if docs.is_empty() {
