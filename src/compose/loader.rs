@@ -105,7 +105,6 @@ pub fn load(opts: &LoadOptions) -> Result<Project, LoadError> {
     let mut root = merged.unwrap_or_else(Node::map);
     tracing::debug!(elapsed = ?started.elapsed(), "interpolated, canonicalised and merged");
     let profiles = active_profiles(opts, &env);
-    root.as_map_mut().map(|m| m.shift_remove("include"));
     let all_profiles = declared_profiles(&root);
     let disabled = profiles_filter(&mut root, &profiles, &opts.services);
     defaults::apply(&mut root, &name, &env)?;
@@ -368,9 +367,9 @@ fn extend_service(
                     home: opts.home.as_deref(),
                 },
             )?;
-            let b = extend_service(&other_tree, &base_name, &other, &other_dir, env, opts, seen)?;
-            // Services pulled from another file must not drag in references that only exist there.
-            b
+            // Only the service comes along: top-level resources of the other file are not imported,
+            // so a reference to one of them fails later as undefined, as in Compose.
+            extend_service(&other_tree, &base_name, &other, &other_dir, env, opts, seen)?
         }
         _ => {
             if tree.get("services").and_then(|s| s.get(&base_name)).is_none() {
