@@ -2,7 +2,7 @@
 //! parse → schema → interpolate → canonical → extends → include, then merge, name, profiles,
 //! defaults and semantic checks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -276,124 +276,174 @@ fn resolve_extends(root: &mut Node, file: &Path, env: &Env, opts: &LoadOptions) 
             .collect(),
         None => return Ok(()),
     };
+    if names.is_empty() {
+        return Ok(());
+    }
     let file_dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let mut extender = Extender {
+        env,
+        opts,
+        seen: Vec::new(),
+    };
+    let mut cache = HashMap::new();
+    let mut resolved = Vec::with_capacity(names.len());
     for name in names {
-        let mut seen = Vec::new();
-        let resolved = extend_service(root, &name, file, &file_dir, env, opts, &mut seen)?;
-        if let Some(services) = root
-            .as_map_mut()
-            .and_then(|m| m.get_mut("services"))
-            .and_then(Node::as_map_mut)
-        {
-            services.insert(name, resolved);
+        let r = extender.resolve(root, &name, file, &file_dir, &mut cache)?;
+        resolved.push((name, r));
+    }
+    if let Some(services) = root
+        .as_map_mut()
+        .and_then(|m| m.get_mut("services"))
+        .and_then(Node::as_map_mut)
+    {
+        for (name, r) in resolved {
+            services.insert(name, r);
         }
     }
     Ok(())
 }
 
-/// Returns service `name` of `tree` with its `extends` chain applied.
-fn extend_service(
-    tree: &Node,
-    name: &str,
-    file: &Path,
-    file_dir: &Path,
-    env: &Env,
-    opts: &LoadOptions,
-    seen: &mut Vec<(PathBuf, String)>,
-) -> Result<Node, LoadError> {
-    let key = (file.to_path_buf(), name.to_string());
-    if seen.contains(&key) {
-        let chain: Vec<String> = seen.iter().map(|(_, s)| s.clone()).chain([name.to_string()]).collect();
-        let loc = tree
-            .get("services")
-            .and_then(|s| s.get(name))
-            .and_then(|s| s.get("extends"))
-            .and_then(|e| e.loc.clone());
-        return Err(LoadError::invalid(
-            loc,
-            format!("services.{name}.extends"),
-            format!("circular extends: {}", chain.join(" -> ")),
-        ));
+/// Resolves `extends` chains. Chains within one file are followed iteratively and memoised, so a
+/// long chain costs linear time and no stack; hops to other files recurse, one level per file.
+struct Extender<'a> {
+    env: &'a Env,
+    opts: &'a LoadOptions,
+    /// The (file, service) pairs whose resolution is under way across files, to refuse cycles.
+    seen: Vec<(PathBuf, String)>,
+}
+
+impl Extender<'_> {
+    /// Service `name` of `tree` (read from `file`) with its `extends` chain applied.
+    fn resolve(
+        &mut self,
+        tree: &Node,
+        name: &str,
+        file: &Path,
+        file_dir: &Path,
+        cache: &mut HashMap<String, Node>,
+    ) -> Result<Node, LoadError> {
+        let services = tree.get("services");
+        let lookup = |n: &str| services.and_then(|s| s.get(n));
+        // Follow the chain inside this file until a resolved service, a service without
+        // `extends`, or a hop to another file.
+        let mut chain: Vec<(String, &Node)> = Vec::new();
+        let mut on_chain: HashSet<String> = HashSet::new();
+        let mut cur = name.to_string();
+        let mut base: Option<Node> = None;
+        loop {
+            if let Some(done) = cache.get(&cur) {
+                base = Some(done.clone());
+                break;
+            }
+            let key = (file.to_path_buf(), cur.clone());
+            if !on_chain.insert(cur.clone()) || self.seen.contains(&key) {
+                let mut names: Vec<String> = self.seen.iter().map(|(_, s)| s.clone()).collect();
+                names.extend(chain.iter().map(|(n, _)| n.clone()));
+                names.push(cur.clone());
+                let loc = lookup(name).and_then(|s| s.get("extends")).and_then(|e| e.loc.clone());
+                return Err(LoadError::invalid(
+                    loc,
+                    format!("services.{name}.extends"),
+                    format!("circular extends: {}", names.join(" -> ")),
+                ));
+            }
+            let svc = lookup(&cur).ok_or_else(|| {
+                LoadError::invalid(
+                    tree.loc.clone(),
+                    format!("services.{cur}"),
+                    format!("cannot extend service {cur:?}: it is not defined in {}", file.display()),
+                )
+            })?;
+            chain.push((cur.clone(), svc));
+            let Some(ext) = svc.get("extends") else { break };
+            let path = format!("services.{cur}.extends");
+            let (base_name, base_file) = match &ext.value {
+                Value::Str(s) => (s.clone(), None),
+                Value::Map(m) => (
+                    m.get("service")
+                        .and_then(Node::as_str)
+                        .map(str::to_string)
+                        .ok_or_else(|| LoadError::invalid(ext.loc.clone(), &path, "service is required"))?,
+                    m.get("file")
+                        .and_then(Node::as_str)
+                        .map(|f| absolute(Path::new(f), file_dir)),
+                ),
+                _ => {
+                    return Err(LoadError::invalid(
+                        ext.loc.clone(),
+                        &path,
+                        "must be a service name or a mapping",
+                    ));
+                }
+            };
+            match base_file {
+                Some(other) if other != file => {
+                    base = Some(self.from_other_file(&other, &base_name, ext, &path, (file, &cur))?);
+                    break;
+                }
+                _ => {
+                    if lookup(&base_name).is_none() {
+                        return Err(LoadError::invalid(
+                            ext.loc.clone(),
+                            &path,
+                            format!(
+                                "cannot extend service {base_name:?}: no such service in {}",
+                                file.display()
+                            ),
+                        ));
+                    }
+                    cur = base_name;
+                }
+            }
+        }
+        // Fold the chain from its base upwards, remembering every step.
+        for (n, svc) in chain.into_iter().rev() {
+            let mut own = svc.clone();
+            if let Some(m) = own.as_map_mut() {
+                m.shift_remove("extends");
+            }
+            let merged = match base.take() {
+                Some(b) => merge::merge_service(b, own),
+                None => own,
+            };
+            cache.insert(n, merged.clone());
+            base = Some(merged);
+        }
+        base.ok_or_else(|| LoadError::invalid(None, format!("services.{name}"), "empty extends chain"))
     }
-    seen.push(key);
-    let svc = tree.get("services").and_then(|s| s.get(name)).ok_or_else(|| {
-        LoadError::invalid(
-            tree.loc.clone(),
-            format!("services.{name}"),
-            format!(
-                "cannot extend service {name:?}: it is not defined in {}",
-                file.display()
-            ),
-        )
-    })?;
-    let Some(ext) = svc.get("extends") else {
-        return Ok(svc.clone());
-    };
-    let path = format!("services.{name}.extends");
-    let (base_name, base_file) = match &ext.value {
-        Value::Str(s) => (s.clone(), None),
-        Value::Map(m) => (
-            m.get("service")
-                .and_then(Node::as_str)
-                .map(str::to_string)
-                .ok_or_else(|| LoadError::invalid(ext.loc.clone(), &path, "service is required"))?,
-            m.get("file")
-                .and_then(Node::as_str)
-                .map(|f| absolute(Path::new(f), file_dir)),
-        ),
-        _ => {
+
+    /// Loads `other` and resolves `service` there, for `extends: {file: other}` in `from`.
+    fn from_other_file(
+        &mut self,
+        other: &Path,
+        service: &str,
+        ext: &Node,
+        path: &str,
+        from: (&Path, &str),
+    ) -> Result<Node, LoadError> {
+        if !other.is_file() {
             return Err(LoadError::invalid(
                 ext.loc.clone(),
-                &path,
-                "must be a service name or a mapping",
+                format!("{path}.file"),
+                format!("cannot read {}: file not found", other.display()),
             ));
         }
-    };
-    let base = match base_file {
-        Some(other) if other != file => {
-            let other_dir = other.parent().unwrap_or(Path::new("/")).to_path_buf();
-            if !other.is_file() {
-                return Err(LoadError::invalid(
-                    ext.loc.clone(),
-                    format!("{path}.file"),
-                    format!("cannot read {}: file not found", other.display()),
-                ));
-            }
-            let mut other_tree = read_tree(&other, env, opts)?;
-            canonical::canonicalize(
-                &mut other_tree,
-                &PathCtx {
-                    base_dir: &other_dir,
-                    home: opts.home.as_deref(),
-                },
-            )?;
-            // Only the service comes along: top-level resources of the other file are not imported,
-            // so a reference to one of them fails later as undefined, as in Compose.
-            extend_service(&other_tree, &base_name, &other, &other_dir, env, opts, seen)?
-        }
-        _ => {
-            if tree.get("services").and_then(|s| s.get(&base_name)).is_none() {
-                return Err(LoadError::invalid(
-                    ext.loc.clone(),
-                    &path,
-                    format!(
-                        "cannot extend service {base_name:?}: no such service in {}",
-                        file.display()
-                    ),
-                ));
-            }
-            extend_service(tree, &base_name, file, file_dir, env, opts, seen)?
-        }
-    };
-    let mut own = svc.clone();
-    if let Some(m) = own.as_map_mut() {
-        m.shift_remove("extends");
+        let other_dir = other.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let mut other_tree = read_tree(other, self.env, self.opts)?;
+        canonical::canonicalize(
+            &mut other_tree,
+            &PathCtx {
+                base_dir: &other_dir,
+                home: self.opts.home.as_deref(),
+            },
+        )?;
+        // Only the service comes along: top-level resources of the other file are not imported,
+        // so a reference to one of them fails later as undefined, as in Compose.
+        self.seen.push((from.0.to_path_buf(), from.1.to_string()));
+        let r = self.resolve(&other_tree, service, other, &other_dir, &mut HashMap::new());
+        self.seen.pop();
+        r
     }
-    let mut base = base;
-    if let Some(m) = base.as_map_mut() {
-        m.shift_remove("extends");
-    }
-    Ok(merge::merge_service(base, own))
 }
 
 fn resolve_includes(
