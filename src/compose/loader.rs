@@ -378,7 +378,7 @@ impl Extender<'_> {
             };
             match base_file {
                 Some(other) if other != file => {
-                    base = Some(self.from_other_file(&other, &base_name, ext, &path, (file, &cur))?);
+                    base = Some(self.resolve_in_other_file(&other, &base_name, ext, &path, (file, &cur))?);
                     break;
                 }
                 _ => {
@@ -413,7 +413,7 @@ impl Extender<'_> {
     }
 
     /// Loads `other` and resolves `service` there, for `extends: {file: other}` in `from`.
-    fn from_other_file(
+    fn resolve_in_other_file(
         &mut self,
         other: &Path,
         service: &str,
