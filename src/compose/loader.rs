@@ -279,16 +279,16 @@ fn resolve_extends(root: &mut Node, file: &Path, env: &Env, opts: &LoadOptions) 
     if names.is_empty() {
         return Ok(());
     }
-    let file_dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
     let mut extender = Extender {
         env,
         opts,
-        seen: Vec::new(),
+        root_file: file.to_path_buf(),
+        others: HashMap::new(),
+        resolved: HashMap::new(),
     };
-    let mut cache = HashMap::new();
     let mut resolved = Vec::with_capacity(names.len());
     for name in names {
-        let r = extender.resolve(root, &name, file, &file_dir, &mut cache)?;
+        let r = extender.resolve(root, &name)?;
         resolved.push((name, r));
     }
     if let Some(services) = root
@@ -303,102 +303,76 @@ fn resolve_extends(root: &mut Node, file: &Path, env: &Env, opts: &LoadOptions) 
     Ok(())
 }
 
-/// Resolves `extends` chains. Chains within one file are followed iteratively and memoised, so a
-/// long chain costs linear time and no stack; hops to other files recurse, one level per file.
+/// Resolves `extends` chains, within a file and across files, without recursion: each chain is
+/// followed to its base and folded back, every step is memoised, and every other file is read
+/// once. Long or ping-ponging chains cost linear time and no stack.
 struct Extender<'a> {
     env: &'a Env,
     opts: &'a LoadOptions,
-    /// The (file, service) pairs whose resolution is under way across files, to refuse cycles.
-    seen: Vec<(PathBuf, String)>,
+    /// The file whose services are being resolved.
+    root_file: PathBuf,
+    /// Other files reached through `extends.file`, canonicalised against their own directory.
+    others: HashMap<PathBuf, Node>,
+    /// Resolved services by (file, name).
+    resolved: HashMap<(PathBuf, String), Node>,
 }
 
 impl Extender<'_> {
-    /// Service `name` of `tree` (read from `file`) with its `extends` chain applied.
-    fn resolve(
-        &mut self,
-        tree: &Node,
-        name: &str,
-        file: &Path,
-        file_dir: &Path,
-        cache: &mut HashMap<String, Node>,
-    ) -> Result<Node, LoadError> {
-        let services = tree.get("services");
-        let lookup = |n: &str| services.and_then(|s| s.get(n));
-        // Follow the chain inside this file until a resolved service, a service without
-        // `extends`, or a hop to another file.
-        let mut chain: Vec<(String, &Node)> = Vec::new();
-        let mut on_chain: HashSet<String> = HashSet::new();
-        let mut cur = name.to_string();
+    /// Service `name` of the root file (`root`) with its `extends` chain applied.
+    fn resolve(&mut self, root: &Node, name: &str) -> Result<Node, LoadError> {
+        let mut chain: Vec<((PathBuf, String), Node)> = Vec::new();
+        let mut on_chain: HashSet<(PathBuf, String)> = HashSet::new();
+        let root_file = self.root_file.clone();
+        let mut at = (root_file.clone(), name.to_string());
         let mut base: Option<Node> = None;
         loop {
-            if let Some(done) = cache.get(&cur) {
+            if let Some(done) = self.resolved.get(&at) {
                 base = Some(done.clone());
                 break;
             }
-            let key = (file.to_path_buf(), cur.clone());
-            if !on_chain.insert(cur.clone()) || self.seen.contains(&key) {
-                let mut names: Vec<String> = self.seen.iter().map(|(_, s)| s.clone()).collect();
-                names.extend(chain.iter().map(|(n, _)| n.clone()));
-                names.push(cur.clone());
-                let loc = lookup(name).and_then(|s| s.get("extends")).and_then(|e| e.loc.clone());
+            if !on_chain.insert(at.clone()) {
+                let mut names: Vec<String> = chain.iter().map(|((_, n), _)| n.clone()).collect();
+                names.push(at.1.clone());
+                let loc = root
+                    .get("services")
+                    .and_then(|s| s.get(name))
+                    .and_then(|s| s.get("extends"))
+                    .and_then(|e| e.loc.clone());
                 return Err(LoadError::invalid(
                     loc,
                     format!("services.{name}.extends"),
                     format!("circular extends: {}", names.join(" -> ")),
                 ));
             }
-            let svc = lookup(&cur).ok_or_else(|| {
-                LoadError::invalid(
-                    tree.loc.clone(),
-                    format!("services.{cur}"),
-                    format!("cannot extend service {cur:?}: it is not defined in {}", file.display()),
-                )
-            })?;
-            chain.push((cur.clone(), svc));
-            let Some(ext) = svc.get("extends") else { break };
-            let path = format!("services.{cur}.extends");
-            let (base_name, base_file) = match &ext.value {
-                Value::Str(s) => (s.clone(), None),
-                Value::Map(m) => (
-                    m.get("service")
-                        .and_then(Node::as_str)
-                        .map(str::to_string)
-                        .ok_or_else(|| LoadError::invalid(ext.loc.clone(), &path, "service is required"))?,
-                    m.get("file")
-                        .and_then(Node::as_str)
-                        .map(|f| absolute(Path::new(f), file_dir)),
-                ),
-                _ => {
-                    return Err(LoadError::invalid(
-                        ext.loc.clone(),
-                        &path,
-                        "must be a service name or a mapping",
-                    ));
-                }
+            let tree = if at.0 == root_file { root } else { self.other(&at.0)? };
+            let svc = tree
+                .get("services")
+                .and_then(|s| s.get(&at.1))
+                .cloned()
+                .ok_or_else(|| {
+                    LoadError::invalid(
+                        tree.loc.clone(),
+                        format!("services.{}", at.1),
+                        format!(
+                            "cannot extend service {:?}: it is not defined in {}",
+                            at.1,
+                            at.0.display()
+                        ),
+                    )
+                })?;
+            let next = match svc.get("extends") {
+                None => None,
+                Some(ext) => Some(Self::target(&root_file, tree, ext, &at)?),
             };
-            match base_file {
-                Some(other) if other != file => {
-                    base = Some(self.resolve_in_other_file(&other, &base_name, ext, &path, (file, &cur))?);
-                    break;
-                }
-                _ => {
-                    if lookup(&base_name).is_none() {
-                        return Err(LoadError::invalid(
-                            ext.loc.clone(),
-                            &path,
-                            format!(
-                                "cannot extend service {base_name:?}: no such service in {}",
-                                file.display()
-                            ),
-                        ));
-                    }
-                    cur = base_name;
-                }
+            chain.push((at, svc));
+            match next {
+                Some(n) => at = n,
+                None => break,
             }
         }
         // Fold the chain from its base upwards, remembering every step.
-        for (n, svc) in chain.into_iter().rev() {
-            let mut own = svc.clone();
+        for (key, svc) in chain.into_iter().rev() {
+            let mut own = svc;
             if let Some(m) = own.as_map_mut() {
                 m.shift_remove("extends");
             }
@@ -406,43 +380,79 @@ impl Extender<'_> {
                 Some(b) => merge::merge_service(b, own),
                 None => own,
             };
-            cache.insert(n, merged.clone());
+            self.resolved.insert(key, merged.clone());
             base = Some(merged);
         }
         base.ok_or_else(|| LoadError::invalid(None, format!("services.{name}"), "empty extends chain"))
     }
 
-    /// Loads `other` and resolves `service` there, for `extends: {file: other}` in `from`.
-    fn resolve_in_other_file(
-        &mut self,
-        other: &Path,
-        service: &str,
+    /// Where `extends` (found in service `at` of `tree`) points: (file, service), checked to exist.
+    fn target(
+        root_file: &Path,
+        tree: &Node,
         ext: &Node,
-        path: &str,
-        from: (&Path, &str),
-    ) -> Result<Node, LoadError> {
-        if !other.is_file() {
+        at: &(PathBuf, String),
+    ) -> Result<(PathBuf, String), LoadError> {
+        let path = format!("services.{}.extends", at.1);
+        let dir = at.0.parent().unwrap_or(Path::new("/"));
+        let (service, file) = match &ext.value {
+            Value::Str(s) => (s.clone(), at.0.clone()),
+            Value::Map(m) => (
+                m.get("service")
+                    .and_then(Node::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| LoadError::invalid(ext.loc.clone(), &path, "service is required"))?,
+                m.get("file")
+                    .and_then(Node::as_str)
+                    .map_or_else(|| at.0.clone(), |f| absolute(Path::new(f), dir)),
+            ),
+            _ => {
+                return Err(LoadError::invalid(
+                    ext.loc.clone(),
+                    &path,
+                    "must be a service name or a mapping",
+                ));
+            }
+        };
+        if file != at.0 && file != root_file && !file.is_file() {
             return Err(LoadError::invalid(
                 ext.loc.clone(),
                 format!("{path}.file"),
-                format!("cannot read {}: file not found", other.display()),
+                format!("cannot read {}: file not found", file.display()),
             ));
         }
-        let other_dir = other.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let mut other_tree = read_tree(other, self.env, self.opts)?;
-        canonical::canonicalize(
-            &mut other_tree,
-            &PathCtx {
-                base_dir: &other_dir,
-                home: self.opts.home.as_deref(),
-            },
-        )?;
-        // Only the service comes along: top-level resources of the other file are not imported,
-        // so a reference to one of them fails later as undefined, as in Compose.
-        self.seen.push((from.0.to_path_buf(), from.1.to_string()));
-        let r = self.resolve(&other_tree, service, other, &other_dir, &mut HashMap::new());
-        self.seen.pop();
-        r
+        if file == at.0 && tree.get("services").and_then(|s| s.get(&service)).is_none() {
+            return Err(LoadError::invalid(
+                ext.loc.clone(),
+                &path,
+                format!(
+                    "cannot extend service {service:?}: no such service in {}",
+                    file.display()
+                ),
+            ));
+        }
+        Ok((file, service))
+    }
+
+    /// Another file's tree, read and canonicalised against its own directory on first use.
+    /// Only its services are used: its top-level resources are not imported, so a reference to one
+    /// of them fails later as undefined, as in Compose.
+    fn other(&mut self, file: &Path) -> Result<&Node, LoadError> {
+        if !self.others.contains_key(file) {
+            let dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
+            let mut tree = read_tree(file, self.env, self.opts)?;
+            canonical::canonicalize(
+                &mut tree,
+                &PathCtx {
+                    base_dir: &dir,
+                    home: self.opts.home.as_deref(),
+                },
+            )?;
+            self.others.insert(file.to_path_buf(), tree);
+        }
+        self.others
+            .get(file)
+            .ok_or_else(|| LoadError::invalid(None, "", format!("internal error: {} not cached", file.display())))
     }
 }
 
