@@ -199,3 +199,26 @@ fn compose_file_from_stdin() {
         .unwrap_or_default();
     assert_eq!(doc["name"], berth::compose::normalize_project_name(&name));
 }
+
+/// Regression (found by fuzzing): extends chains that hop between two files used to recurse once
+/// per hop and re-read the other file each time. 10 000 hops must load, without exhausting the stack.
+#[test]
+fn extends_ping_pong_between_files_does_not_recurse() {
+    let tmp = TempDir::new("pingpong");
+    let n = 10_000;
+    let (mut a, mut b) = (String::from("services:\n"), String::from("services:\n"));
+    for i in (0..n).step_by(2) {
+        a.push_str(&format!("  s{i}: {{extends: {{file: b.yaml, service: s{}}}}}\n", i + 1));
+        b.push_str(&format!(
+            "  s{}: {{extends: {{file: compose.yaml, service: s{}}}}}\n",
+            i + 1,
+            i + 2
+        ));
+    }
+    a.push_str(&format!("  s{n}: {{image: x}}\n"));
+    std::fs::write(tmp.0.join("compose.yaml"), a).expect("write");
+    std::fs::write(tmp.0.join("b.yaml"), b).expect("write");
+    let images = stdout(&berth(&tmp.0, &["config", "--images"]));
+    assert_eq!(images.lines().count(), n / 2 + 1);
+    assert!(images.lines().all(|l| l == "x"), "every service inherits image x");
+}
