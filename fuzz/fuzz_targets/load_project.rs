@@ -6,8 +6,9 @@
 //! <compose.yaml> \0 <override.yaml> \0 <.env>
 //! ```
 //!
-//! Missing parts are removed from the scratch directory, so a lone `compose.yaml` is loaded
-//! without an override and without a `.env`. Bytes after a third `\0` belong to the `.env` part.
+//! Missing parts (and an empty override part) are removed from the scratch directory, so a lone
+//! `compose.yaml` is loaded without an override and without a `.env`. Bytes after a third `\0`
+//! belong to the `.env` part.
 //! The files live in a per-process directory under /dev/shm (or the temp dir) that is created once
 //! and overwritten on every iteration, so files can refer to each other (`include: override.yaml`,
 //! `extends: {file: override.yaml}`, `env_file: .env`, ...).
@@ -22,7 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use berth::compose::{load, yaml, LoadOptions};
+use berth::compose::{LoadOptions, load, yaml};
 use indexmap::IndexMap;
 use libfuzzer_sys::fuzz_target;
 
@@ -37,9 +38,16 @@ struct Scratch {
 fn scratch() -> &'static Scratch {
     static S: OnceLock<Scratch> = OnceLock::new();
     S.get_or_init(|| {
-        let base = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+        let base = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        // libFuzzer exits without running destructors, so directories left by earlier runs (whose
+        // process is gone) are removed here instead.
+        remove_stale(&base);
         // The directory name doubles as the default project name, so keep it a valid one.
-        let dir = base.join(format!("berth-fuzz-load-{}", std::process::id()));
+        let dir = base.join(format!("{PREFIX}{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create scratch dir");
         let environment: IndexMap<String, String> = [
             ("NAME", "world"),
@@ -61,6 +69,22 @@ fn scratch() -> &'static Scratch {
             environment,
         }
     })
+}
+
+const PREFIX: &str = "berth-fuzz-load-";
+
+/// Removes `<base>/berth-fuzz-load-<pid>` directories whose process no longer exists.
+fn remove_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn put(path: &Path, content: Option<&[u8]>) {
@@ -96,7 +120,8 @@ fuzz_target!(|data: &[u8]| {
     let s = scratch();
     let mut parts = data.splitn(3, |b| *b == 0);
     let compose = parts.next().unwrap_or_default();
-    let overrides = parts.next();
+    // An empty override part means "no override", so `compose \0\0 .env` loads a single file.
+    let overrides = parts.next().filter(|p| !p.is_empty());
     let dotenv = parts.next();
 
     put(&s.compose, Some(compose));

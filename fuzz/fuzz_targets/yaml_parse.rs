@@ -21,10 +21,17 @@ use libfuzzer_sys::fuzz_target;
 fn env() -> &'static IndexMap<String, String> {
     static E: OnceLock<IndexMap<String, String>> = OnceLock::new();
     E.get_or_init(|| {
-        [("NAME", "world"), ("TAG", "1.2.3"), ("PORT", "8080"), ("EMPTY", ""), ("DOLLAR", "$x"), ("BRACE", "${NAME}")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        [
+            ("NAME", "world"),
+            ("TAG", "1.2.3"),
+            ("PORT", "8080"),
+            ("EMPTY", ""),
+            ("DOLLAR", "$x"),
+            ("BRACE", "${NAME}"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
     })
 }
 
