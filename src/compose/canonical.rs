@@ -19,6 +19,13 @@ pub struct PathCtx<'a> {
 }
 
 impl PathCtx<'_> {
+    /// Makes a string node an absolute path in place; other nodes are left alone.
+    pub fn resolve_node(&self, node: &mut Node) {
+        if let Value::Str(s) = &node.value {
+            node.value = Value::Str(self.resolve(s));
+        }
+    }
+
     /// Resolves `p` to an absolute, lexically cleaned path.
     pub fn resolve(&self, p: &str) -> String {
         let expanded: PathBuf = match (p.strip_prefix('~'), self.home) {
@@ -73,10 +80,8 @@ pub fn canonicalize(root: &mut Node, ctx: &PathCtx) -> Result<(), LoadError> {
     for kind in ["secrets", "configs"] {
         if let Some(items) = top.get_mut(kind).and_then(Node::as_map_mut) {
             for item in items.values_mut() {
-                if let Some(file) = item.as_map_mut().and_then(|m| m.get_mut("file"))
-                    && let Some(s) = file.as_str()
-                {
-                    *file = file.with(Value::Str(ctx.resolve(s)));
+                if let Some(file) = item.as_map_mut().and_then(|m| m.get_mut("file")) {
+                    ctx.resolve_node(file);
                 }
             }
         }
@@ -118,10 +123,7 @@ fn service(svc: &mut Map, path: &str, ctx: &PathCtx) -> Result<(), LoadError> {
                 string_or_list(node);
                 if let Value::Seq(items) = &mut node.value {
                     for item in items {
-                        if let Some(s) = item.as_str() {
-                            let abs = ctx.resolve(s);
-                            item.value = Value::Str(abs);
-                        }
+                        ctx.resolve_node(item);
                     }
                 }
             }
@@ -439,10 +441,8 @@ fn volumes(node: &mut Node, path: &str, ctx: &PathCtx) -> Result<(), LoadError> 
         let kind = m.get("type").and_then(Node::as_str).unwrap_or("volume").to_string();
         if kind == "bind"
             && let Some(src) = m.get_mut("source")
-            && let Some(s) = src.as_str()
         {
-            let abs = ctx.resolve(s);
-            src.value = Value::Str(abs);
+            ctx.resolve_node(src);
         }
         if let Some(size) = m
             .get_mut("tmpfs")
@@ -671,11 +671,8 @@ fn env_file(node: &mut Node, path: &str, ctx: &PathCtx) -> Result<(), LoadError>
             }
             _ => return Err(err(item, &format!("{path}[{i}]"), "must be a path or a mapping")),
         };
-        if let Some(p) = m.get_mut("path")
-            && let Some(s) = p.as_str()
-        {
-            let abs = ctx.resolve(s);
-            p.value = Value::Str(abs);
+        if let Some(p) = m.get_mut("path") {
+            ctx.resolve_node(p);
         }
         out.push(item.with(Value::Map(m)));
     }
@@ -786,11 +783,8 @@ fn develop(node: &mut Node, path: &str, ctx: &PathCtx) -> Result<(), LoadError> 
         let Some(m) = item.as_map_mut() else {
             return Err(err(item, &format!("{path}.watch[{i}]"), "must be a mapping"));
         };
-        if let Some(p) = m.get_mut("path")
-            && let Some(s) = p.as_str()
-        {
-            let abs = ctx.resolve(s);
-            p.value = Value::Str(abs);
+        if let Some(p) = m.get_mut("path") {
+            ctx.resolve_node(p);
         }
         if let Some(ign) = m.get_mut("ignore") {
             string_or_list(ign);
