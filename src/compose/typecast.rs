@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use super::error::LoadError;
-use super::interpolate::{InterpolateError, interpolate};
+use super::interpolate::interpolate;
 use super::yaml::{Node, Value};
 
 #[derive(Clone, Copy)]
@@ -79,13 +79,8 @@ fn walk(node: &mut Node, path: &mut Vec<String>, lookup: &dyn Fn(&str) -> Option
     match &mut node.value {
         Value::Str(s) => {
             if s.contains('$') {
-                let out = interpolate(s, lookup).map_err(|e| {
-                    let msg = match e {
-                        InterpolateError::Required { .. } => e.to_string(),
-                        InterpolateError::Syntax { .. } => e.to_string(),
-                    };
-                    LoadError::invalid(node.loc.clone(), display_path(path), msg)
-                })?;
+                let out = interpolate(s, lookup)
+                    .map_err(|e| LoadError::invalid(node.loc.clone(), display_path(path), e.to_string()))?;
                 node.value = Value::Str(out);
             }
             cast(node, path)?;

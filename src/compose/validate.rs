@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use super::error::LoadError;
+use super::error::{LoadError, Location};
 use super::yaml::{Node, Value};
 use crate::graph;
 
@@ -47,7 +47,7 @@ pub fn check(root: &mut Node, disabled: &HashSet<String>) -> Result<(), LoadErro
         return Ok(());
     };
     let undefined = |node: &Node, path: String, msg: String| Err(LoadError::invalid(node.loc.clone(), path, msg));
-    let mut edges: Vec<(String, String, Node)> = Vec::new();
+    let mut edges: Vec<(String, String, Option<Location>)> = Vec::new();
     for (name, svc) in svcs {
         let base = format!("services.{name}");
         if svc.get("image").is_none() && svc.get("build").is_none() {
@@ -71,7 +71,7 @@ pub fn check(root: &mut Node, disabled: &HashSet<String>) -> Result<(), LoadErro
                         format!("service {name:?} depends on undefined service {dep:?}{why}"),
                     );
                 }
-                edges.push((name.clone(), dep.clone(), d.clone()));
+                edges.push((name.clone(), dep.clone(), d.loc.clone()));
             }
         }
         for (i, link) in svc
@@ -95,7 +95,7 @@ pub fn check(root: &mut Node, disabled: &HashSet<String>) -> Result<(), LoadErro
                     format!("service {name:?} links to undefined service {target:?}"),
                 );
             }
-            edges.push((name.clone(), target, link.clone()));
+            edges.push((name.clone(), target, link.loc.clone()));
         }
         for (i, vf) in svc
             .get("volumes_from")
@@ -116,7 +116,7 @@ pub fn check(root: &mut Node, disabled: &HashSet<String>) -> Result<(), LoadErro
                     format!("service {name:?} mounts volumes from undefined service {target:?}"),
                 );
             }
-            edges.push((name.clone(), target, vf.clone()));
+            edges.push((name.clone(), target, vf.loc.clone()));
         }
         if let Some(mode) = svc.get("network_mode") {
             if let Some(target) = mode.as_str().and_then(|m| m.strip_prefix("service:")) {
@@ -127,7 +127,7 @@ pub fn check(root: &mut Node, disabled: &HashSet<String>) -> Result<(), LoadErro
                         format!("service {name:?} uses the network stack of undefined service {target:?}"),
                     );
                 }
-                edges.push((name.clone(), target.to_string(), mode.clone()));
+                edges.push((name.clone(), target.to_string(), mode.loc.clone()));
             }
             if svc.get("networks").is_some() && mode.as_str() != Some("bridge") {
                 return undefined(
@@ -186,7 +186,7 @@ pub fn check(root: &mut Node, disabled: &HashSet<String>) -> Result<(), LoadErro
         let loc = edges
             .iter()
             .find(|(a, _, _)| *a == first)
-            .and_then(|(_, _, n)| n.loc.clone());
+            .and_then(|(_, _, loc)| loc.clone());
         return Err(LoadError::invalid(
             loc,
             format!("services.{first}.depends_on"),
