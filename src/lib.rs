@@ -5,3 +5,4 @@
 pub mod cli;
 pub mod compose;
 pub mod graph;
+pub mod runtime;

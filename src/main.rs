@@ -4,6 +4,11 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
+    // The supervisor is this binary re-executed; it starts before clap and logging, to stay small.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(berth::runtime::supervisor::SUBCOMMAND) {
+        std::process::exit(berth::runtime::supervisor::main(&args[2..]));
+    }
     let cli = berth::cli::Cli::parse();
     let default = match cli.verbose {
         0 => "warn",
@@ -18,9 +23,15 @@ fn main() {
         .init();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    if let Err(e) = berth::cli::run(&cli, &mut out) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match berth::cli::run(&cli, &mut out) {
+        Ok(code) => {
+            drop(out);
+            std::process::exit(code)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 

@@ -1,5 +1,8 @@
 //! Command-line parsing in two stages: raw clap structs, then resolved options the library uses.
-//! Nothing below this module sees clap.
+//! Nothing below this module sees clap. Like Docker Compose, the project flags (-f, -p, …) go before the
+//! subcommand, so subcommands are free to reuse their letters (`container run -p`, `logs -f`).
+
+mod container;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,19 +16,19 @@ use crate::compose::{self, LoadOptions, Project};
 #[command(name = "berth", version, about, propagate_version = true)]
 pub struct Cli {
     /// Compose configuration files (repeatable; default: discovery, or COMPOSE_FILE).
-    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Project name (default: COMPOSE_PROJECT_NAME, top-level `name:`, or the folder name).
-    #[arg(short = 'p', long = "project-name", global = true, value_name = "NAME")]
+    #[arg(short = 'p', long = "project-name", value_name = "NAME")]
     pub project_name: Option<String>,
     /// Alternate working directory (default: the directory of the first compose file).
-    #[arg(long = "project-directory", global = true, value_name = "DIR")]
+    #[arg(long = "project-directory", value_name = "DIR")]
     pub project_directory: Option<PathBuf>,
     /// Alternate environment files, replacing the project's .env (repeatable).
-    #[arg(long = "env-file", global = true, value_name = "FILE")]
+    #[arg(long = "env-file", value_name = "FILE")]
     pub env_files: Vec<PathBuf>,
     /// Profiles to enable (repeatable; default: COMPOSE_PROFILES).
-    #[arg(long = "profile", global = true, value_name = "PROFILE")]
+    #[arg(long = "profile", value_name = "PROFILE")]
     pub profiles: Vec<String>,
     /// State directory.
     #[arg(
@@ -36,8 +39,8 @@ pub struct Cli {
         value_name = "DIR"
     )]
     pub root: PathBuf,
-    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
-    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    /// More log output (once: info, twice: debug, three times: trace); RUST_LOG overrides.
+    #[arg(long = "verbose", action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// The command to run.
     #[command(subcommand)]
@@ -49,6 +52,9 @@ pub struct Cli {
 pub enum Command {
     /// Parse, resolve and render the compose file in canonical format.
     Config(ConfigArgs),
+    /// Manage single containers, like the `docker` CLI.
+    #[command(subcommand)]
+    Container(Box<container::ContainerCommand>),
     /// Show the berth version.
     Version {
         /// Print only the version number.
@@ -130,29 +136,30 @@ impl Cli {
     }
 }
 
-/// Runs the parsed command, writing to `out`.
-pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<()> {
+/// Runs the parsed command, writing to `out`; returns the process exit code.
+pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32> {
     match &cli.command {
+        Command::Container(c) => container::run(cli, c, out),
         Command::Version { short } => {
             if *short {
                 writeln!(out, "{}", env!("CARGO_PKG_VERSION"))?;
             } else {
                 writeln!(out, "berth version {}", env!("CARGO_PKG_VERSION"))?;
             }
-            Ok(())
+            Ok(0)
         }
         Command::Config(args) => {
             let opts = cli.load_options(std::env::vars(), &args.service_names, !args.no_interpolate)?;
             let project = compose::load(&opts)?;
             if args.quiet {
-                return Ok(());
+                return Ok(0);
             }
             let text = render_config(&project, args)?;
             match &args.output {
                 Some(path) => std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
                 None => out.write_all(text.as_bytes())?,
             }
-            Ok(())
+            Ok(0)
         }
     }
 }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Runtime benchmark: create+start+wait+delete of /bin/true, N times in a row, berth against crun and runc on
+# the same busybox rootfs, in the same run; then the supervisor's resident memory and exec latency.
+# Usage: bash scripts/bench-runtime.sh [N=100]      (root; installs crun, runc, hyperfine, busybox-static)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+N=${1:-100}
+export DEBIAN_FRONTEND=noninteractive
+need=""
+for p in crun runc hyperfine; do command -v $p >/dev/null || need="$need $p"; done
+[ -x /bin/busybox ] || need="$need busybox-static"
+[ -z "$need" ] || { apt-get update -qq && apt-get install -y -qq $need >/dev/null; }
+# crun refuses a hybrid host whose cgroup2 still holds hugetlb: give hugetlb a v1 hierarchy (as peers/setup-peers.sh).
+if [ -s /sys/fs/cgroup/unified/cgroup.controllers ] && grep -qw hugetlb /sys/fs/cgroup/unified/cgroup.controllers \
+   && ! mountpoint -q /sys/fs/cgroup/hugetlb; then
+  mkdir -p /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb
+fi
+cargo build --release -q
+BERTH=$PWD/target/release/berth
+W=$(mktemp -d /tmp/berth-bench-rt.XXXXXX)
+trap 'rm -rf "$W"' EXIT
+bash scripts/make-busybox-rootfs.sh "$W/rootfs"
+for rt in crun runc; do
+  mkdir -p "$W/$rt"
+  (cd "$W/$rt" && $rt spec)
+  python3 - "$W/$rt/config.json" "$W/rootfs" <<'PY'
+import json, sys
+p, root = sys.argv[1], sys.argv[2]
+c = json.load(open(p))
+c['process']['args'] = ['/bin/true']
+c['process']['terminal'] = False
+c['root'] = {'path': root, 'readonly': True}
+json.dump(c, open(p, 'w'), indent=1)
+PY
+done
+loop() { # $1 = command template with {i}
+  for i in $(seq 1 "$N"); do eval "${1//\{i\}/$i}" >/dev/null; done
+}
+export -f loop; export N BERTH W
+hyperfine --warmup 1 --runs 5 --export-json "$W/run.json" \
+  -n berth "bash -c 'loop \"\$BERTH --root \$W/state container run --rm --rootfs \$W/rootfs /bin/true\"'" \
+  -n crun  "bash -c 'loop \"crun run -b \$W/crun b{i}\"'" \
+  -n runc  "bash -c 'loop \"runc run -b \$W/runc b{i}\"'"
+python3 - "$W/run.json" "$N" <<'PY'
+import json, sys
+r = {x['command']: x['mean'] for x in json.load(open(sys.argv[1]))['results']}
+n = int(sys.argv[2])
+for k, v in r.items():
+    print(f"{k}: {v/n*1000:.2f} ms per container ({v:.2f} s for {n})")
+print(f"ratio berth/crun: {r['berth']/r['crun']:.2f}  berth/runc: {r['berth']/r['runc']:.2f}")
+PY
+# Supervisor RSS with 10 running containers, and exec latency.
+ids=()
+for i in $(seq 1 10); do ids+=("$($BERTH --root "$W/state" container run -d --rootfs "$W/rootfs" sleep 1000)"); done
+rss=0
+for id in "${ids[@]}"; do
+  sp=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['supervisor_pid'])" "$W/state/containers/$id/state.json")
+  r=$(awk '/VmRSS/{print $2}' /proc/$sp/status); rss=$((rss + r))
+done
+echo "supervisor RSS: $((rss / 10)) kB average over 10"
+hyperfine --warmup 3 --runs 50 -n exec "$BERTH --root $W/state container exec ${ids[0]} true"
+for id in "${ids[@]}"; do $BERTH --root "$W/state" container rm -f "$id" >/dev/null; done

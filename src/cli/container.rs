@@ -1,0 +1,1167 @@
+//! `berth container …`: the everyday `docker` verbs on berth's own runtime. Flags are parsed here and turned
+//! into a `ContainerSpec`; output columns, messages and exit codes follow Docker's.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Subcommand};
+
+use super::{Cli, Result};
+use crate::runtime::control::{self, ExecRequest, frame};
+use crate::runtime::lifecycle::read_log;
+use crate::runtime::state::Status;
+use crate::runtime::supervisor::parse_signal;
+use crate::runtime::{
+    Container, ContainerSpec, MountKind, MountSpec, NetworkSpec, RestartPolicy, Runtime, RuntimeError, StartMode,
+};
+
+/// Exit code for an error of berth itself, as Docker's 125.
+const BERTH_ERROR: i32 = 125;
+
+/// `berth container` verbs.
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Create and start a container from a root file system directory.
+    Run(RunArgs),
+    /// Create a container without starting it.
+    Create(RunArgs),
+    /// Start stopped containers.
+    Start {
+        /// Attach to its output and wait for it.
+        #[arg(short, long)]
+        attach: bool,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// List containers.
+    #[command(alias = "ls")]
+    Ps {
+        /// Show all containers, not only running ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Only print ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Show the size of what each container wrote.
+        #[arg(short, long)]
+        size: bool,
+        /// Don't truncate ids and commands.
+        #[arg(long)]
+        no_trunc: bool,
+    },
+    /// Stop running containers: the stop signal, then SIGKILL after the grace period.
+    Stop {
+        /// Seconds to wait before killing.
+        #[arg(short = 't', long = "time")]
+        time: Option<u64>,
+        /// Signal to send.
+        #[arg(short, long)]
+        signal: Option<String>,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Restart containers.
+    Restart {
+        /// Seconds to wait before killing.
+        #[arg(short = 't', long = "time")]
+        time: Option<u64>,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers.
+    Kill {
+        /// Signal (name or number).
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// Print a container's logs.
+    Logs {
+        /// Follow the output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Number of lines from the end, or `all`.
+        #[arg(short = 'n', long, default_value = "all")]
+        tail: String,
+        /// Show timestamps.
+        #[arg(short, long)]
+        timestamps: bool,
+        /// The container.
+        container: String,
+    },
+    /// Show containers' low-level details as JSON.
+    Inspect {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill running containers first.
+        #[arg(short, long)]
+        force: bool,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show a container's processes.
+    Top {
+        /// The container.
+        container: String,
+    },
+    /// Freeze all processes of containers.
+    Pause {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Thaw them.
+    Unpause {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Block until containers stop, then print their exit codes.
+    Wait {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show resource usage.
+    Stats {
+        /// Print one sample and exit.
+        #[arg(long)]
+        no_stream: bool,
+        /// Containers (default: all running).
+        containers: Vec<String>,
+    },
+}
+
+/// Flags of `run` and `create`.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep stdin open.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Container name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Environment variables (`KEY=value`, or `KEY` to take it from here).
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// Files of environment variables.
+    #[arg(long = "env-file")]
+    env_file: Vec<PathBuf>,
+    /// Bind mounts and volumes: `/host:/ctr[:ro]` or `name:/ctr[:ro]`.
+    #[arg(short, long = "volume")]
+    volume: Vec<String>,
+    /// tmpfs mounts: `/ctr[:size=…,mode=…]`.
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// User: `name`, `uid`, `user:group`.
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Override the entrypoint.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Run an init as PID 1 that reaps zombies and forwards signals.
+    #[arg(long)]
+    init: bool,
+    /// Mount the root file system read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Memory limit (e.g. 64m).
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// Memory reservation.
+    #[arg(long)]
+    memory_reservation: Option<String>,
+    /// CPU quota in CPUs.
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// CPU shares.
+    #[arg(short = 'c', long)]
+    cpu_shares: Option<u64>,
+    /// Task limit (-1 unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Add capabilities.
+    #[arg(long)]
+    cap_add: Vec<String>,
+    /// Drop capabilities.
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    /// Give extended privileges.
+    #[arg(long)]
+    privileged: bool,
+    /// Security options: `no-new-privileges[:true]`, `seccomp=unconfined`.
+    #[arg(long)]
+    security_opt: Vec<String>,
+    /// Host name.
+    #[arg(short = 'h', long)]
+    hostname: Option<String>,
+    /// Domain name.
+    #[arg(long)]
+    domainname: Option<String>,
+    /// Restart policy: no, always, on-failure[:N], unless-stopped.
+    #[arg(long, default_value = "no")]
+    restart: String,
+    /// Signal for `stop`.
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Seconds `stop` waits.
+    #[arg(long)]
+    stop_timeout: Option<u64>,
+    /// Size of /dev/shm.
+    #[arg(long)]
+    shm_size: Option<String>,
+    /// ulimits: `nofile=1024:2048`.
+    #[arg(long)]
+    ulimit: Vec<String>,
+    /// Namespaced sysctls: `net.ipv4.ip_forward=1`.
+    #[arg(long)]
+    sysctl: Vec<String>,
+    /// Extra groups.
+    #[arg(long)]
+    group_add: Vec<String>,
+    /// Labels: `key=value`.
+    #[arg(short, long)]
+    label: Vec<String>,
+    /// Network: `none` (loopback only), `host`, or `ns:PATH` of an existing namespace.
+    #[arg(long, default_value = "none")]
+    network: String,
+    /// Extra /etc/hosts entries: `host:ip`.
+    #[arg(long)]
+    add_host: Vec<String>,
+    /// Run from this root file system directory (until images exist).
+    #[arg(long, required = true)]
+    rootfs: PathBuf,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// Flags of `exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Run in the background.
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep stdin open.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Environment variables.
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// User.
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// All capabilities, no seccomp.
+    #[arg(long)]
+    privileged: bool,
+    /// The container.
+    container: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
+}
+
+/// Runs a `container` verb.
+pub fn run(cli: &Cli, cmd: &ContainerCommand, out: &mut dyn Write) -> Result<i32> {
+    let rt = Runtime::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    match cmd {
+        ContainerCommand::Run(a) => Ok(match run_container(&rt, a, out) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("berth: {e:#}");
+                e.downcast_ref::<RuntimeError>().map_or(BERTH_ERROR, |e| match e {
+                    RuntimeError::Start { code, .. } => *code,
+                    _ => BERTH_ERROR,
+                })
+            }
+        }),
+        ContainerCommand::Create(a) => {
+            let spec = build_spec(a, &rt)?;
+            let c = rt.create(spec)?;
+            writeln!(out, "{}", c.id())?;
+            Ok(0)
+        }
+        ContainerCommand::Start { attach, containers } => {
+            let mut code = 0;
+            for name in containers {
+                let c = rt.lookup(name)?;
+                if *attach {
+                    rt.start(&c, StartMode::AttachFirst)?;
+                    let c = rt.refresh(&c)?;
+                    code = stream_session(rt.attach(&c, false)?.into_stream(), false, false)?;
+                } else {
+                    rt.start(&c, StartMode::Detached)?;
+                    writeln!(out, "{name}")?;
+                }
+            }
+            Ok(code)
+        }
+        ContainerCommand::Ps {
+            all,
+            quiet,
+            size,
+            no_trunc,
+        } => {
+            ps(&rt, *all, *quiet, *size, *no_trunc, out)?;
+            Ok(0)
+        }
+        ContainerCommand::Stop {
+            time,
+            signal,
+            containers,
+        } => each(&rt, containers, out, |rt, c| {
+            let sig = match signal.as_deref().or(c.config.spec.stop_signal.as_deref()) {
+                Some(s) => parse_signal(s).map_err(|e| anyhow!(e))?,
+                None => nix::sys::signal::Signal::SIGTERM,
+            };
+            let t = time.or(c.config.spec.stop_timeout).unwrap_or(10);
+            rt.stop(c, sig as i32, t)?;
+            Ok(())
+        }),
+        ContainerCommand::Restart { time, containers } => each(&rt, containers, out, |rt, c| {
+            let sig = c
+                .config
+                .spec
+                .stop_signal
+                .as_deref()
+                .and_then(|s| parse_signal(s).ok())
+                .unwrap_or(nix::sys::signal::Signal::SIGTERM);
+            rt.stop(c, sig as i32, time.or(c.config.spec.stop_timeout).unwrap_or(10))?;
+            rt.start(&rt.refresh(c)?, StartMode::Detached)?;
+            Ok(())
+        }),
+        ContainerCommand::Kill { signal, containers } => {
+            let sig = parse_signal(signal).map_err(|e| anyhow!(e))?;
+            each(&rt, containers, out, |rt, c| Ok(rt.kill(c, sig as i32)?))
+        }
+        ContainerCommand::Exec(a) => exec(&rt, a, out),
+        ContainerCommand::Logs {
+            follow,
+            tail,
+            timestamps,
+            container,
+        } => {
+            let c = rt.lookup(container)?;
+            logs(&rt, &c, *follow, tail, *timestamps)?;
+            Ok(0)
+        }
+        ContainerCommand::Inspect { containers } => {
+            let mut docs = Vec::new();
+            for name in containers {
+                docs.push(inspect_json(&rt.lookup(name)?));
+            }
+            writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?;
+            Ok(0)
+        }
+        ContainerCommand::Rm { force, containers } => each(&rt, containers, out, |rt, c| Ok(rt.delete(c, *force)?)),
+        ContainerCommand::Top { container } => {
+            let c = rt.lookup(container)?;
+            top(&rt, &c, out)?;
+            Ok(0)
+        }
+        ContainerCommand::Pause { containers } => each(&rt, containers, out, |rt, c| Ok(rt.pause(c, true)?)),
+        ContainerCommand::Unpause { containers } => each(&rt, containers, out, |rt, c| Ok(rt.pause(c, false)?)),
+        ContainerCommand::Wait { containers } => {
+            for name in containers {
+                let c = rt.lookup(name)?;
+                writeln!(out, "{}", rt.wait(&c)?)?;
+                out.flush()?;
+            }
+            Ok(0)
+        }
+        ContainerCommand::Stats { no_stream, containers } => {
+            stats(&rt, containers, *no_stream, out)?;
+            Ok(0)
+        }
+    }
+}
+
+/// Applies `f` to each named container, printing each name like Docker; fails at the end if any failed.
+fn each(
+    rt: &Runtime,
+    names: &[String],
+    out: &mut dyn Write,
+    f: impl Fn(&Runtime, &Container) -> Result<()>,
+) -> Result<i32> {
+    let mut failed = 0;
+    for name in names {
+        match rt.lookup(name).map_err(anyhow::Error::from).and_then(|c| f(rt, &c)) {
+            Ok(()) => writeln!(out, "{name}")?,
+            Err(e) => {
+                eprintln!("Error response: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+fn run_container(rt: &Runtime, a: &RunArgs, out: &mut dyn Write) -> Result<i32> {
+    let mut spec = build_spec(a, rt)?;
+    spec.auto_remove = a.rm;
+    let c = rt.create(spec)?;
+    if a.detach {
+        if let Err(e) = rt.start(&c, StartMode::Detached) {
+            if a.rm {
+                let _ = rt.delete(&rt.refresh(&c)?, true);
+            }
+            return Err(e.into());
+        }
+        writeln!(out, "{}", c.id())?;
+        return Ok(0);
+    }
+    rt.start(&c, StartMode::AttachFirst)?;
+    let c = rt.refresh(&c)?;
+    let session = rt.attach(&c, a.interactive)?.into_stream();
+    let code = stream_session(session, a.interactive, a.tty)?;
+    Ok(code)
+}
+
+fn parse_bytes(s: &str) -> Result<u64> {
+    crate::compose::units::parse_bytes(s)
+        .map(|v| v as u64)
+        .map_err(|e| anyhow!("invalid size {s:?}: {e}"))
+}
+
+fn build_spec(a: &RunArgs, rt: &Runtime) -> Result<ContainerSpec> {
+    let rootfs = std::fs::canonicalize(&a.rootfs).with_context(|| format!("rootfs {}", a.rootfs.display()))?;
+    let mut env = Vec::new();
+    for f in &a.env_file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("env file {}", f.display()))?;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            env.push(env_entry(line));
+        }
+    }
+    env.extend(a.env.iter().map(|e| env_entry(e)));
+    let entrypoint = a.entrypoint.as_ref().map(|e| vec![e.clone()]);
+    let args = crate::runtime::process::combine_command(&[], &[], entrypoint.as_deref(), Some(&a.command));
+    if args.is_empty() {
+        bail!("no command specified (the root file system has no default command)");
+    }
+    let mut mounts = Vec::new();
+    for v in &a.volume {
+        mounts.push(parse_volume(v, rt)?);
+    }
+    for t in &a.tmpfs {
+        let (target, opts) = t.split_once(':').unwrap_or((t, ""));
+        let mut size = None;
+        let mut mode = None;
+        for o in opts.split(',').filter(|o| !o.is_empty()) {
+            match o.split_once('=') {
+                Some(("size", v)) => size = Some(parse_bytes(v)?),
+                Some(("mode", v)) => {
+                    mode = Some(u32::from_str_radix(v, 8).map_err(|_| anyhow!("invalid tmpfs mode {v:?}"))?)
+                }
+                _ => bail!("unsupported tmpfs option {o:?}"),
+            }
+        }
+        mounts.push(MountSpec {
+            kind: MountKind::Tmpfs { size, mode },
+            target: target.to_string(),
+            read_only: false,
+        });
+    }
+    let mut spec = ContainerSpec {
+        name: a.name.clone().unwrap_or_default(),
+        image: rootfs.display().to_string(),
+        rootfs: crate::runtime::RootfsSpec {
+            layers: vec![rootfs],
+            read_only: a.read_only,
+        },
+        hostname: a.hostname.clone(),
+        domainname: a.domainname.clone(),
+        mounts,
+        init: a.init,
+        restart: RestartPolicy::parse(&a.restart).map_err(|e| anyhow!(e))?,
+        stop_signal: a.stop_signal.clone(),
+        stop_timeout: a.stop_timeout,
+        shm_size: a.shm_size.as_deref().map(parse_bytes).transpose()?,
+        ..Default::default()
+    };
+    if a.rm && spec.restart != RestartPolicy::No {
+        bail!("conflicting options: cannot specify both --restart and --rm");
+    }
+    spec.process.args = args;
+    spec.process.env = env;
+    spec.process.user = a.user.clone().unwrap_or_default();
+    spec.process.group_add = a.group_add.clone();
+    spec.process.working_dir = a.workdir.clone();
+    spec.process.tty = a.tty;
+    spec.process.stdin = a.interactive;
+    for u in &a.ulimit {
+        let (name, limits) = u.split_once('=').ok_or_else(|| anyhow!("invalid ulimit {u:?}"))?;
+        let (soft, hard) = limits.split_once(':').unwrap_or((limits, limits));
+        let p = |s: &str| s.parse::<u64>().map_err(|_| anyhow!("invalid ulimit {u:?}"));
+        spec.process.rlimits.insert(name.to_string(), (p(soft)?, p(hard)?));
+    }
+    spec.resources.memory = a.memory.as_deref().map(parse_bytes).transpose()?;
+    spec.resources.memory_reservation = a.memory_reservation.as_deref().map(parse_bytes).transpose()?;
+    spec.resources.cpus = a.cpus;
+    spec.resources.cpu_shares = a.cpu_shares;
+    spec.resources.pids_limit = a.pids_limit;
+    spec.security.privileged = a.privileged;
+    spec.security.cap_add = a.cap_add.clone();
+    spec.security.cap_drop = a.cap_drop.clone();
+    for o in &a.security_opt {
+        match o.as_str() {
+            "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true" => {
+                spec.security.no_new_privileges = true
+            }
+            "no-new-privileges:false" | "no-new-privileges=false" => spec.security.no_new_privileges = false,
+            "seccomp=unconfined" | "seccomp:unconfined" => spec.security.seccomp_unconfined = true,
+            other => bail!("unsupported security option {other:?}"),
+        }
+    }
+    for s in &a.sysctl {
+        let (k, v) = s.split_once('=').ok_or_else(|| anyhow!("invalid sysctl {s:?}"))?;
+        spec.sysctls.insert(k.to_string(), v.to_string());
+    }
+    for l in &a.label {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        spec.labels.insert(k.to_string(), v.to_string());
+    }
+    for h in &a.add_host {
+        let (host, ip) = h
+            .split_once(':')
+            .ok_or_else(|| anyhow!("invalid --add-host {h:?}: want host:ip"))?;
+        spec.extra_hosts.push((host.to_string(), ip.to_string()));
+    }
+    spec.network = match a.network.as_str() {
+        "none" => NetworkSpec::None,
+        "host" => NetworkSpec::Host,
+        other => match other.strip_prefix("ns:") {
+            Some(p) => NetworkSpec::Path(PathBuf::from(p)),
+            None => bail!("unsupported network {other:?}: use none, host or ns:PATH"),
+        },
+    };
+    Ok(spec)
+}
+
+/// `KEY=value` as is; a bare `KEY` takes its value from this process's environment, or is dropped.
+fn env_entry(e: &str) -> String {
+    if e.contains('=') {
+        return e.to_string();
+    }
+    match std::env::var(e) {
+        Ok(v) => format!("{e}={v}"),
+        Err(_) => e.to_string(),
+    }
+}
+
+fn parse_volume(v: &str, rt: &Runtime) -> Result<MountSpec> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (source, target, opts) = match parts.as_slice() {
+        [t] => return anonymous_volume(t, rt),
+        [s, t] => (*s, *t, ""),
+        [s, t, o] => (*s, *t, *o),
+        _ => bail!("invalid volume specification {v:?}"),
+    };
+    let mut read_only = false;
+    let mut propagation = None;
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" | "readonly" => read_only = true,
+            "rw" => read_only = false,
+            "z" | "Z" => {}
+            p @ ("private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave") => {
+                propagation = Some(p.to_string())
+            }
+            other => bail!("invalid mode {other:?} in volume {v:?}"),
+        }
+    }
+    let kind = if source.starts_with('/') || source.starts_with('.') {
+        let source = std::fs::canonicalize(source).with_context(|| format!("bind source path {source}"))?;
+        MountKind::Bind { source, propagation }
+    } else {
+        MountKind::Volume {
+            source: named_volume(source, rt)?,
+        }
+    };
+    Ok(MountSpec {
+        kind,
+        target: target.to_string(),
+        read_only,
+    })
+}
+
+fn anonymous_volume(target: &str, rt: &Runtime) -> Result<MountSpec> {
+    let name = crate::runtime::state::new_id();
+    Ok(MountSpec {
+        kind: MountKind::Volume {
+            source: named_volume(&name, rt)?,
+        },
+        target: target.to_string(),
+        read_only: false,
+    })
+}
+
+/// The data directory of a named volume, created on first use.
+fn named_volume(name: &str, rt: &Runtime) -> Result<PathBuf> {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        bail!("invalid volume name {name:?}");
+    }
+    let dir = rt.root().join("volumes").join(name).join("_data");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create volume {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Puts the terminal in raw mode while alive.
+struct RawMode {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawMode {
+    fn enter() -> Option<Self> {
+        let stdin = std::io::stdin();
+        let saved = nix::sys::termios::tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        nix::sys::termios::cfmakeraw(&mut raw);
+        nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw).ok()?;
+        Some(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &self.saved);
+    }
+}
+
+fn terminal_size() -> Option<(u16, u16)> {
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ fills a valid winsize.
+    let r = unsafe { libc::ioctl(std::io::stdout().as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// Relays a streaming session: stdin frames out (when `stdin`), stdout/stderr frames in, until the exit
+/// frame; returns the exit code. A start failure arrives as an exit frame with a message.
+fn stream_session(stream: std::os::unix::net::UnixStream, stdin: bool, tty: bool) -> Result<i32> {
+    let _raw = if tty && nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+        RawMode::enter()
+    } else {
+        None
+    };
+    if tty && let Some((rows, cols)) = terminal_size() {
+        let mut p = rows.to_le_bytes().to_vec();
+        p.extend_from_slice(&cols.to_le_bytes());
+        let mut w = &stream;
+        let _ = w.write_all(&control::encode_frame(frame::RESIZE, &p));
+    }
+    if stdin {
+        let mut w = stream.try_clone()?;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            let mut input = std::io::stdin();
+            loop {
+                match input.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        let _ = w.write_all(&control::encode_frame(frame::STDIN_EOF, &[]));
+                        return;
+                    }
+                    Ok(n) => {
+                        if w.write_all(&control::encode_frame(frame::STDIN, &buf[..n])).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let mut r = std::io::BufReader::new(&stream);
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    loop {
+        let Some((kind, data)) = control::read_frame(&mut r)? else {
+            bail!("the supervisor closed the connection before the container exited");
+        };
+        match kind {
+            frame::STDOUT => {
+                let mut o = stdout.lock();
+                o.write_all(&data)?;
+                o.flush()?;
+            }
+            frame::STDERR => {
+                let mut e = stderr.lock();
+                e.write_all(&data)?;
+                e.flush()?;
+            }
+            frame::EXIT => {
+                let (code, message) = control::exit_payload(&data);
+                if !message.is_empty() {
+                    drop(_raw);
+                    eprintln!("berth: {message}");
+                }
+                return Ok(code);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn exec(rt: &Runtime, a: &ExecArgs, out: &mut dyn Write) -> Result<i32> {
+    let c = rt.lookup(&a.container)?;
+    let req = ExecRequest {
+        args: a.command.clone(),
+        env: a.env.iter().map(|e| env_entry(e)).collect(),
+        user: a.user.clone(),
+        working_dir: a.workdir.clone(),
+        tty: a.tty,
+        stdin: a.interactive,
+        privileged: a.privileged,
+        detach: a.detach,
+    };
+    let client = rt.exec(&c, req)?;
+    if a.detach {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(client.into_stream()), &mut line)?;
+        return match serde_json::from_str::<control::Response>(&line) {
+            Ok(control::Response::Started { .. }) => Ok(0),
+            Ok(control::Response::Error { message }) => bail!("{message}"),
+            _ => {
+                // A start failure comes as an exit frame.
+                let _ = out;
+                bail!("exec failed to start")
+            }
+        };
+    }
+    stream_session(client.into_stream(), a.interactive, a.tty)
+}
+
+/// Docker's human durations: "Less than a second", "5 seconds", "About a minute", "3 hours", …
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let m = s / 60;
+    let h = m / 60;
+    match () {
+        _ if s < 1 => "Less than a second".into(),
+        _ if s == 1 => "1 second".into(),
+        _ if s < 60 => format!("{s} seconds"),
+        _ if m == 1 => "About a minute".into(),
+        _ if m < 60 => format!("{m} minutes"),
+        _ if h == 1 => "About an hour".into(),
+        _ if h < 48 => format!("{h} hours"),
+        _ if h < 24 * 7 * 2 => format!("{} days", h / 24),
+        _ if h < 24 * 30 * 2 => format!("{} weeks", h / 24 / 7),
+        _ if h < 24 * 365 * 2 => format!("{} months", h / 24 / 30),
+        _ => format!("{} years", h / 24 / 365),
+    }
+}
+
+fn since(ts: &str) -> Duration {
+    ts.parse::<jiff::Timestamp>()
+        .ok()
+        .and_then(|t| jiff::Timestamp::now().duration_since(t).try_into().ok())
+        .unwrap_or_default()
+}
+
+fn status_text(c: &Container) -> String {
+    let s = &c.state;
+    match s.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", human_duration(since(s.started_at.as_deref().unwrap_or("")))),
+        Status::Paused => format!(
+            "Up {} (Paused)",
+            human_duration(since(s.started_at.as_deref().unwrap_or("")))
+        ),
+        Status::Restarting => format!(
+            "Restarting ({}) {} ago",
+            s.exit_code.unwrap_or(0),
+            human_duration(since(s.finished_at.as_deref().unwrap_or("")))
+        ),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            s.exit_code.unwrap_or(0),
+            human_duration(since(s.finished_at.as_deref().unwrap_or("")))
+        ),
+        Status::Dead => "Dead".into(),
+    }
+}
+
+fn command_text(c: &Container, no_trunc: bool) -> String {
+    let cmd = c.config.spec.process.args.join(" ");
+    if no_trunc || cmd.chars().count() <= 20 {
+        return format!("\"{cmd}\"");
+    }
+    format!("\"{}…\"", cmd.chars().take(19).collect::<String>())
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Bytes with Docker's units (decimal: kB, MB, GB).
+pub fn human_size(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}{}", units[i]).replace(".000", "")
+    }
+}
+
+/// Binary units for memory (KiB, MiB, GiB), as `docker stats`.
+fn human_binary(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.2}{}", units[i]).replace(".00B", "B")
+}
+
+fn ps(rt: &Runtime, all: bool, quiet: bool, size: bool, no_trunc: bool, out: &mut dyn Write) -> Result<()> {
+    let list: Vec<Container> = rt.list()?.into_iter().filter(|c| all || c.is_running()).collect();
+    let id = |c: &Container| {
+        if no_trunc {
+            c.id().to_string()
+        } else {
+            c.id()[..12].to_string()
+        }
+    };
+    if quiet {
+        for c in &list {
+            writeln!(out, "{}", id(c))?;
+        }
+        return Ok(());
+    }
+    let mut rows = vec![vec![
+        "CONTAINER ID".to_string(),
+        "IMAGE".into(),
+        "COMMAND".into(),
+        "CREATED".into(),
+        "STATUS".into(),
+        "PORTS".into(),
+        "NAMES".into(),
+    ]];
+    if size {
+        rows[0].push("SIZE".into());
+    }
+    for c in &list {
+        let mut row = vec![
+            id(c),
+            c.config.spec.image.clone(),
+            command_text(c, no_trunc),
+            format!("{} ago", human_duration(since(&c.config.created))),
+            status_text(c),
+            String::new(),
+            c.name().to_string(),
+        ];
+        if size {
+            row.push(human_size(dir_size(&c.dir.upper())));
+        }
+        rows.push(row);
+    }
+    write_table(out, &rows)
+}
+
+/// Writes rows in columns separated by three spaces, like Docker's tabwriter.
+pub fn write_table(out: &mut dyn Write, rows: &[Vec<String>]) -> Result<()> {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}   ", w = widths[i]));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+fn logs(rt: &Runtime, c: &Container, follow: bool, tail: &str, timestamps: bool) -> Result<()> {
+    let tail = match tail {
+        "all" | "-1" => None,
+        n => Some(n.parse::<usize>().map_err(|_| anyhow!("invalid --tail {n:?}"))?),
+    };
+    let print = |recs: &[crate::runtime::lifecycle::LogRecord]| -> Result<()> {
+        let stdout = std::io::stdout();
+        let stderr = std::io::stderr();
+        for r in recs {
+            let line = if timestamps {
+                format!("{} {}", r.time, r.log)
+            } else {
+                r.log.clone()
+            };
+            if r.stream == "stderr" {
+                stderr.lock().write_all(line.as_bytes())?;
+            } else {
+                stdout.lock().write_all(line.as_bytes())?;
+            }
+        }
+        std::io::stdout().flush()?;
+        Ok(())
+    };
+    let (recs, mut offset) = read_log(&c.dir.log(), 0, tail)?;
+    print(&recs)?;
+    if !follow {
+        return Ok(());
+    }
+    loop {
+        let running = rt.refresh(c).map(|c| c.is_running()).unwrap_or(false);
+        let (recs, next) = read_log(&c.dir.log(), offset, None)?;
+        offset = next;
+        print(&recs)?;
+        if !running {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn inspect_json(c: &Container) -> serde_json::Value {
+    let spec = &c.config.spec;
+    let s = &c.state;
+    serde_json::json!({
+        "Id": c.id(),
+        "Created": c.config.created,
+        "Path": spec.process.args.first(),
+        "Args": spec.process.args.get(1..).unwrap_or_default(),
+        "State": {
+            "Status": s.status.to_string(),
+            "Running": matches!(s.status, Status::Running | Status::Paused),
+            "Paused": s.status == Status::Paused,
+            "Restarting": s.status == Status::Restarting,
+            "OOMKilled": s.oom_killed,
+            "Dead": s.status == Status::Dead,
+            "Pid": s.pid.unwrap_or(0),
+            "ExitCode": s.exit_code.unwrap_or(0),
+            "Error": s.error.clone().unwrap_or_default(),
+            "StartedAt": s.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            "FinishedAt": s.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        },
+        "Image": spec.image,
+        "Name": format!("/{}", c.name()),
+        "RestartCount": s.restart_count,
+        "LogPath": c.dir.log(),
+        "Config": {
+            "Hostname": spec.hostname.clone().unwrap_or_else(|| c.id()[..12].to_string()),
+            "Domainname": spec.domainname.clone().unwrap_or_default(),
+            "User": spec.process.user,
+            "Tty": spec.process.tty,
+            "OpenStdin": spec.process.stdin,
+            "Env": spec.process.env,
+            "Cmd": spec.process.args,
+            "Image": spec.image,
+            "WorkingDir": spec.process.working_dir.clone().unwrap_or_default(),
+            "Labels": spec.labels,
+            "StopSignal": spec.stop_signal,
+            "StopTimeout": spec.stop_timeout,
+        },
+        "HostConfig": {
+            "Memory": spec.resources.memory.unwrap_or(0),
+            "MemoryReservation": spec.resources.memory_reservation.unwrap_or(0),
+            "NanoCpus": spec.resources.cpus.map_or(0, |c| (c * 1e9) as i64),
+            "CpuShares": spec.resources.cpu_shares.unwrap_or(0),
+            "PidsLimit": spec.resources.pids_limit,
+            "CapAdd": spec.security.cap_add,
+            "CapDrop": spec.security.cap_drop,
+            "Privileged": spec.security.privileged,
+            "ReadonlyRootfs": spec.rootfs.read_only,
+            "Init": spec.init,
+            "AutoRemove": spec.auto_remove,
+            "RestartPolicy": spec.restart,
+            "NetworkMode": match &spec.network {
+                NetworkSpec::None => "none".to_string(),
+                NetworkSpec::Host => "host".to_string(),
+                NetworkSpec::Path(p) => format!("ns:{}", p.display()),
+            },
+        },
+        "Mounts": spec.mounts,
+        "GraphDriver": {
+            "Name": "overlay2",
+            "Data": {
+                "LowerDir": spec.rootfs.layers,
+                "UpperDir": c.dir.upper(),
+                "WorkDir": c.dir.work(),
+                "MergedDir": c.dir.merged(),
+            }
+        },
+    })
+}
+
+fn top(rt: &Runtime, c: &Container, out: &mut dyn Write) -> Result<()> {
+    let procs = rt.top(c)?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let mut rows = vec![vec![
+        "UID".to_string(),
+        "PID".into(),
+        "PPID".into(),
+        "TIME".into(),
+        "CMD".into(),
+    ]];
+    for p in procs {
+        let secs = p.cpu_ticks / hz;
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(p.uid))
+            .ok()
+            .flatten()
+            .map_or(p.uid.to_string(), |u| u.name);
+        rows.push(vec![
+            user,
+            p.pid.to_string(),
+            p.ppid.to_string(),
+            format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60),
+            p.cmd,
+        ]);
+    }
+    write_table(out, &rows)
+}
+
+fn stats(rt: &Runtime, names: &[String], no_stream: bool, out: &mut dyn Write) -> Result<()> {
+    let list: Vec<Container> = if names.is_empty() {
+        rt.list()?.into_iter().filter(|c| c.is_running()).collect()
+    } else {
+        names
+            .iter()
+            .map(|n| rt.lookup(n))
+            .collect::<std::result::Result<_, _>>()?
+    };
+    loop {
+        let first: Vec<_> = list.iter().map(|c| rt.stats(c).ok()).collect();
+        let t0 = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(500));
+        let elapsed = t0.elapsed().as_nanos() as f64;
+        let mut rows = vec![vec![
+            "CONTAINER ID".to_string(),
+            "NAME".into(),
+            "CPU %".into(),
+            "MEM USAGE / LIMIT".into(),
+            "MEM %".into(),
+            "NET I/O".into(),
+            "BLOCK I/O".into(),
+            "PIDS".into(),
+        ]];
+        let host_mem = host_memory();
+        for (c, before) in list.iter().zip(first) {
+            let now = rt.stats(c).ok();
+            let (cpu, mem, limit, pids) = match (before, now) {
+                (Some(b), Some(n)) => {
+                    let cpu = n.cpu_usage_ns.saturating_sub(b.cpu_usage_ns) as f64 / elapsed * 100.0;
+                    let limit = n.memory_limit.filter(|l| *l < host_mem).unwrap_or(host_mem);
+                    (cpu, n.memory_usage, limit, n.pids)
+                }
+                _ => (0.0, 0, host_mem, 0),
+            };
+            rows.push(vec![
+                c.id()[..12].to_string(),
+                c.name().to_string(),
+                format!("{cpu:.2}%"),
+                format!("{} / {}", human_binary(mem), human_binary(limit)),
+                format!("{:.2}%", mem as f64 / limit.max(1) as f64 * 100.0),
+                "0B / 0B".into(),
+                "0B / 0B".into(),
+                pids.to_string(),
+            ]);
+        }
+        write_table(out, &rows)?;
+        out.flush()?;
+        if no_stream {
+            return Ok(());
+        }
+    }
+}
+
+fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_docker() {
+        assert_eq!(human_duration(Duration::from_millis(300)), "Less than a second");
+        assert_eq!(human_duration(Duration::from_secs(5)), "5 seconds");
+        assert_eq!(human_duration(Duration::from_secs(65)), "About a minute");
+        assert_eq!(human_duration(Duration::from_secs(3 * 3600)), "3 hours");
+        assert_eq!(human_duration(Duration::from_secs(3 * 86400)), "3 days");
+    }
+
+    #[test]
+    fn sizes_use_decimal_units() {
+        assert_eq!(human_size(512), "512B");
+        assert_eq!(human_size(1500), "1.500kB");
+        assert_eq!(human_size(2_000_000), "2MB");
+        assert_eq!(human_binary(64 << 20), "64.00MiB");
+    }
+}

@@ -1,0 +1,291 @@
+//! State on disk: one directory per container under `<root>/containers/<id>/`, holding the immutable
+//! `config.json`, the mutable `state.json` (written atomically by rename), the overlay upper and work dirs,
+//! the generated /etc files, the log, and the supervisor's control socket and lock. A supervisor holds an
+//! exclusive `flock` on its lock file for its whole life, so liveness survives pid reuse.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{Result, RuntimeError};
+use super::spec::ContainerSpec;
+
+/// The immutable record written at create time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    /// 64 hex digits.
+    pub id: String,
+    /// When it was created, RFC 3339.
+    pub created: String,
+    /// What to run.
+    pub spec: ContainerSpec,
+}
+
+/// The life-cycle status, with Docker's names.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Created, never started.
+    #[default]
+    Created,
+    /// Its process runs.
+    Running,
+    /// Frozen.
+    Paused,
+    /// Waiting to be restarted by its policy.
+    Restarting,
+    /// Its process exited.
+    Exited,
+    /// Its supervisor died without recording an exit.
+    Dead,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Restarting => "restarting",
+            Status::Exited => "exited",
+            Status::Dead => "dead",
+        })
+    }
+}
+
+/// The mutable record, owned by the supervisor while it lives.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunState {
+    /// Current status.
+    pub status: Status,
+    /// Host pid of the container's first process while running.
+    pub pid: Option<i32>,
+    /// Host pid of the supervisor while it lives.
+    pub supervisor_pid: Option<i32>,
+    /// When the process last started, RFC 3339.
+    pub started_at: Option<String>,
+    /// When it last exited, RFC 3339.
+    pub finished_at: Option<String>,
+    /// Its last exit code (128+signal when killed by a signal).
+    pub exit_code: Option<i32>,
+    /// The kernel's OOM killer ended it.
+    pub oom_killed: bool,
+    /// How many times the restart policy restarted it.
+    pub restart_count: u32,
+    /// Why it could not start, when it could not.
+    pub error: Option<String>,
+    /// Stopped or killed by a command (no restart).
+    pub stopped_by_user: bool,
+}
+
+/// The paths of one container's state directory.
+#[derive(Debug, Clone)]
+pub struct ContainerDir {
+    /// The directory itself.
+    pub dir: PathBuf,
+}
+
+impl ContainerDir {
+    /// The directory of container `id` under `root`.
+    pub fn new(root: &Path, id: &str) -> Self {
+        ContainerDir {
+            dir: root.join("containers").join(id),
+        }
+    }
+    /// `config.json`.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+    /// `state.json`.
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    /// The overlay upper dir: everything the container writes.
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+    /// The overlay work dir.
+    pub fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+    /// The mount point of the merged root (inside the container's mount namespace only).
+    pub fn merged(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+    /// The log, one JSON object per line.
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("container.log")
+    }
+    /// The supervisor's control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("ctl")
+    }
+    /// The file the supervisor keeps locked while it lives.
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join("supervisor.lock")
+    }
+    /// A generated file for /etc (`hosts`, `hostname`, `resolv.conf`).
+    pub fn etc(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Reads `config.json`.
+    pub fn read_config(&self) -> Result<ContainerConfig> {
+        read_json(&self.config())
+    }
+
+    /// Reads `state.json` (default when missing: a half-created container).
+    pub fn read_state(&self) -> Result<RunState> {
+        match std::fs::metadata(self.state()) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RunState::default()),
+            _ => read_json(&self.state()),
+        }
+    }
+
+    /// Replaces `state.json` atomically.
+    pub fn write_state(&self, s: &RunState) -> Result<()> {
+        write_json_atomic(&self.state(), s)
+    }
+
+    /// Whether a supervisor holds the lock now.
+    pub fn supervisor_alive(&self) -> bool {
+        let Ok(f) = File::open(self.lock()) else {
+            return false;
+        };
+        // SAFETY: flock on a valid, owned fd; the lock is released when `f` closes.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+        r != 0
+    }
+
+    /// The state as seen from outside: a record that says running while no supervisor lives is dead.
+    pub fn observed_state(&self) -> Result<RunState> {
+        let mut s = self.read_state()?;
+        if matches!(s.status, Status::Running | Status::Paused | Status::Restarting) && !self.supervisor_alive() {
+            // The supervisor may have exited between the read and the lock check, after recording an exit.
+            let again = self.read_state()?;
+            if matches!(again.status, Status::Running | Status::Paused | Status::Restarting) {
+                s = again;
+                s.status = Status::Dead;
+                s.error.get_or_insert_with(|| "the supervisor died".into());
+            } else {
+                s = again;
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// Reads and parses a JSON record.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read(path).map_err(RuntimeError::io("read", path))?;
+    serde_json::from_slice(&text).map_err(|e| RuntimeError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Writes a JSON record to a temporary file beside it, then renames it into place.
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let body = serde_json::to_vec_pretty(value).map_err(|e| RuntimeError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut f = File::create(&tmp).map_err(RuntimeError::io("create", &tmp))?;
+    f.write_all(&body).map_err(RuntimeError::io("write", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(RuntimeError::io("rename", path))
+}
+
+/// A new random container id: 64 lower-case hex digits.
+pub fn new_id() -> String {
+    let mut buf = [0u8; 32];
+    // getrandom(2) only fails for bad arguments; a short read leaves zeros, still fine for an id.
+    // SAFETY: the buffer is valid for its whole length.
+    unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Now, RFC 3339 with nanoseconds, UTC.
+pub fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+/// An exclusive lock on a file, released on drop.
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    /// Blocks until the lock on `path` (created if missing) is ours.
+    pub fn exclusive(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(RuntimeError::io("open lock", path))?;
+        // SAFETY: flock on a valid, owned fd.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(RuntimeError::io("lock", path)(std::io::Error::last_os_error()));
+        }
+        Ok(FileLock { _file: file })
+    }
+
+    /// Takes the lock without waiting; `None` when someone else holds it.
+    pub fn try_exclusive(path: &Path) -> Result<Option<Self>> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(RuntimeError::io("open lock", path))?;
+        // SAFETY: flock on a valid, owned fd.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Ok(None);
+        }
+        Ok(Some(FileLock { _file: file }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_64_hex_and_distinct() {
+        let a = new_id();
+        assert_eq!(a.len(), 64);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, new_id());
+    }
+
+    #[test]
+    fn state_round_trips_and_dead_supervisors_show() {
+        let root = std::env::temp_dir().join(format!("berth-state-{}-{}", std::process::id(), new_id()));
+        let d = ContainerDir::new(&root, "abc");
+        std::fs::create_dir_all(&d.dir).unwrap();
+        assert_eq!(d.read_state().unwrap().status, Status::Created);
+        let s = RunState {
+            status: Status::Running,
+            pid: Some(1),
+            ..Default::default()
+        };
+        d.write_state(&s).unwrap();
+        assert_eq!(d.read_state().unwrap(), s);
+        // Nobody holds the lock: the record's "running" is a lie.
+        assert_eq!(d.observed_state().unwrap().status, Status::Dead);
+        let held = FileLock::exclusive(&d.lock()).unwrap();
+        assert!(d.supervisor_alive());
+        assert_eq!(d.observed_state().unwrap().status, Status::Running);
+        drop(held);
+        std::fs::write(d.state(), "{").unwrap();
+        assert!(matches!(d.read_state(), Err(RuntimeError::Corrupt { .. })));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,0 +1,1212 @@
+//! The per-container supervisor: a small detached process (`berth` re-executed) that outlives the CLI. It
+//! starts the container's first process, holds its stdio, writes the log, records exits in `state.json`,
+//! applies the restart policy with back-off, and serves the control socket (stop, kill, wait, pause,
+//! attach, exec). One thread, one `poll` loop; it exits when the container stops for good.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::cgroup::{Cgroup, Layout};
+use super::control::{self, ExecRequest, Request, Response, frame};
+use super::error::{Result, RuntimeError};
+use super::process;
+use super::rootfs::RootfsPlan;
+use super::seccomp::Filter;
+use super::spawn::{self, ChildStdio, ContainerNamespaces, InitPlan, ProcessPlan};
+use super::spec::{NetworkSpec, RestartPolicy};
+use super::state::{ContainerConfig, ContainerDir, FileLock, RunState, Status, now};
+
+/// The hidden subcommand that runs a supervisor.
+pub const SUBCOMMAND: &str = "__supervise";
+
+/// Environment variable naming the fd on which the supervisor reports readiness.
+pub const READY_FD_ENV: &str = "BERTH_READY_FD";
+
+/// A client that must not stall the supervisor: writes give up after this long.
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Entry point of `berth __supervise <state-root> <container-id> [--attach]`. Returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let (Some(root), Some(id)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: berth {SUBCOMMAND} <state-root> <container-id> [--attach]");
+        return 2;
+    };
+    let attach_wait = args.iter().any(|a| a == "--attach");
+    // SAFETY: the fd number comes from our own parent, which dup'ed a pipe there for us.
+    let ready = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|s| s.parse::<RawFd>().ok())
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    if let Some(fd) = &ready {
+        // Inherited without close-on-exec; no container process may keep it open.
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    }
+    // SAFETY: removing a variable while single-threaded.
+    unsafe { std::env::remove_var(READY_FD_ENV) };
+    match Supervisor::run(PathBuf::from(root), id, attach_wait, ready) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("supervisor: {e}");
+            1
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+struct Output {
+    fd: OwnedFd,
+    stream: Stream,
+    partial: Vec<u8>,
+    /// Reached EOF; dropped after the current poll round, so indices stay valid during it.
+    closed: bool,
+}
+
+struct MainProc {
+    pid: Pid,
+    outputs: Vec<Output>,
+    stdin: Option<OwnedFd>,
+    pty: bool,
+    started: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Attached { stdin: bool },
+    Exec(Pid),
+    Waiting,
+}
+
+struct Conn {
+    stream: UnixStream,
+    inbuf: Vec<u8>,
+    mode: Mode,
+}
+
+struct ExecSession {
+    pid: Pid,
+    outputs: Vec<Output>,
+    stdin: Option<OwnedFd>,
+    pty: bool,
+    exit: Option<i32>,
+    /// Reported to its client; dropped after the current poll round.
+    finished: bool,
+}
+
+struct Supervisor {
+    dir: ContainerDir,
+    cfg: ContainerConfig,
+    state: RunState,
+    cgroup: Option<Cgroup>,
+    filter: Option<Filter>,
+    caps: Vec<caps::Capability>,
+    listener: UnixListener,
+    sigfd: SignalFd,
+    log: std::fs::File,
+    main: Option<MainProc>,
+    conns: Vec<Option<Conn>>,
+    execs: Vec<ExecSession>,
+    pending_stdin: VecDeque<Vec<u8>>,
+    stop_deadline: Option<Instant>,
+    restart_at: Option<Instant>,
+    backoff: Duration,
+    ready: Option<OwnedFd>,
+    attach_deadline: Option<Instant>,
+    done: bool,
+}
+
+impl Supervisor {
+    fn run(root: PathBuf, id: &str, attach_wait: bool, ready: Option<OwnedFd>) -> Result<()> {
+        let dir = ContainerDir::new(&root, id);
+        let Some(_lock) = FileLock::try_exclusive(&dir.lock())? else {
+            return Err(RuntimeError::Supervisor {
+                id: id.to_string(),
+                message: "another supervisor already runs this container".into(),
+            });
+        };
+        let cfg = dir.read_config()?;
+        let mut state = dir.read_state()?;
+        // SAFETY: setting dispositions and the child-subreaper flag of this single-threaded process.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        mask.add(Signal::SIGTERM);
+        mask.add(Signal::SIGINT);
+        mask.add(Signal::SIGHUP);
+        mask.thread_block().map_err(RuntimeError::sys("block signals"))?;
+        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(RuntimeError::sys("signalfd"))?;
+        let listener = control::bind(&dir.socket()).map_err(RuntimeError::io("bind", dir.socket()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(RuntimeError::io("set non-blocking", dir.socket()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.log())
+            .map_err(RuntimeError::io("open log", dir.log()))?;
+        state.supervisor_pid = Some(std::process::id() as i32);
+        state.error = None;
+        state.stopped_by_user = false;
+        let mut sup = Supervisor {
+            dir,
+            cfg,
+            state,
+            cgroup: None,
+            filter: None,
+            caps: Default::default(),
+            listener,
+            sigfd,
+            log,
+            main: None,
+            conns: Vec::new(),
+            execs: Vec::new(),
+            pending_stdin: VecDeque::new(),
+            stop_deadline: None,
+            restart_at: None,
+            backoff: Duration::from_millis(100),
+            ready,
+            attach_deadline: None,
+            done: false,
+        };
+        if let Err(e) = sup.prepare() {
+            sup.state.status = Status::Exited;
+            sup.state.exit_code = Some(spawn::SETUP_FAILED);
+            sup.state.error = Some(e.to_string());
+            sup.state.finished_at = Some(now());
+            let _ = sup.dir.write_state(&sup.state);
+            sup.notify_ready(Err((spawn::SETUP_FAILED, e.to_string())));
+            sup.cleanup();
+            return Err(e);
+        }
+        if attach_wait {
+            sup.attach_deadline = Some(Instant::now() + Duration::from_secs(30));
+            sup.notify_ready(Ok(()));
+        } else {
+            sup.start_main();
+        }
+        sup.event_loop();
+        Ok(())
+    }
+
+    /// Work done once per supervisor: capabilities, the seccomp filter, the cgroup.
+    fn prepare(&mut self) -> Result<()> {
+        let sec = &self.cfg.spec.security;
+        self.caps = process::capabilities(sec.privileged, &sec.cap_add, &sec.cap_drop)?;
+        if !sec.privileged && !sec.seccomp_unconfined {
+            self.filter = Some(Filter::docker_default(&self.caps));
+        }
+        let cg = Cgroup::new(Layout::detect()?, PathBuf::from("berth").join(&self.cfg.id));
+        cg.create(&self.cfg.spec.resources)?;
+        if sec.privileged {
+            cg.allow_all_devices()?;
+        }
+        self.cgroup = Some(cg);
+        Ok(())
+    }
+
+    fn notify_ready(&mut self, r: std::result::Result<(), (i32, String)>) {
+        if let Some(fd) = self.ready.take() {
+            let mut f = std::fs::File::from(fd);
+            let msg = match r {
+                Ok(()) => "ok\n".to_string(),
+                Err((code, m)) => format!("err {code} {m}\n"),
+            };
+            let _ = f.write_all(msg.as_bytes());
+        }
+    }
+
+    fn hostname(&self) -> String {
+        self.cfg
+            .spec
+            .hostname
+            .clone()
+            .unwrap_or_else(|| self.cfg.id[..12].to_string())
+    }
+
+    fn rootfs_plan(&self) -> RootfsPlan {
+        let spec = &self.cfg.spec;
+        RootfsPlan {
+            layers: spec.rootfs.layers.clone(),
+            upper: self.dir.upper(),
+            work: self.dir.work(),
+            merged: self.dir.merged(),
+            read_only: spec.rootfs.read_only,
+            etc_files: vec![
+                (self.dir.etc("hosts"), "/etc/hosts"),
+                (self.dir.etc("hostname"), "/etc/hostname"),
+                (self.dir.etc("resolv.conf"), "/etc/resolv.conf"),
+            ],
+            mounts: spec.mounts.clone(),
+            shm_size: spec.shm_size.unwrap_or(64 << 20),
+            cgroup_mounts: self.cgroup.as_ref().map(|c| c.container_mounts()).unwrap_or_default(),
+            privileged: spec.security.privileged,
+            host_network: spec.network == NetworkSpec::Host,
+        }
+    }
+
+    fn process_plan(&self) -> ProcessPlan {
+        let spec = &self.cfg.spec;
+        ProcessPlan {
+            args: spec.process.args.clone(),
+            env: spec.process.env.clone(),
+            user: spec.process.user.clone(),
+            group_add: spec.process.group_add.clone(),
+            working_dir: spec.process.working_dir.clone().unwrap_or_else(|| "/".into()),
+            umask: spec.process.umask.unwrap_or(0o022),
+            hostname: self.hostname(),
+            tty: spec.process.tty,
+            caps: self.caps.clone(),
+            privileged: spec.security.privileged,
+            no_new_privileges: spec.security.no_new_privileges,
+            seccomp: self.filter.clone(),
+        }
+    }
+
+    /// Starts the container's first process; on failure records it and ends supervision.
+    fn start_main(&mut self) {
+        self.attach_deadline = None;
+        match self.spawn_main() {
+            Ok(()) => {
+                self.notify_ready(Ok(()));
+            }
+            Err((code, message)) => {
+                self.state.status = Status::Exited;
+                self.state.exit_code = Some(code);
+                self.state.error = Some(message.clone());
+                self.state.finished_at = Some(now());
+                let _ = self.dir.write_state(&self.state);
+                self.notify_ready(Err((code, message.clone())));
+                self.finish(code, &message);
+            }
+        }
+    }
+
+    fn spawn_main(&mut self) -> std::result::Result<(), (i32, String)> {
+        let setup = |e: RuntimeError| (spawn::SETUP_FAILED, e.to_string());
+        let spec = &self.cfg.spec;
+        let netns = match &spec.network {
+            NetworkSpec::Path(p) => Some(
+                nix::fcntl::open(
+                    p,
+                    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| {
+                    (
+                        spawn::SETUP_FAILED,
+                        format!("open network namespace {}: {e}", p.display()),
+                    )
+                })?,
+            ),
+            _ => None,
+        };
+        let (stdio, outputs, stdin, pty) = make_stdio(spec.process.tty, spec.process.stdin).map_err(setup)?;
+        let plan = InitPlan {
+            rootfs: self.rootfs_plan(),
+            process: self.process_plan(),
+            domainname: spec.domainname.clone(),
+            sysctls: spec.sysctls.clone(),
+            rlimits: spec.process.rlimits.clone(),
+            netns,
+            host_network: spec.network == NetworkSpec::Host,
+            cgroup: self.cgroup.clone(),
+            init: spec.init,
+        };
+        let spawned = spawn::spawn_init(&plan, stdio).map_err(setup)?;
+        drop(plan);
+        if let Err(f) = spawn::read_setup_result(spawned.errors) {
+            let _ = waitpid(spawned.pid, None);
+            return Err((f.code, f.message));
+        }
+        self.main = Some(MainProc {
+            pid: spawned.pid,
+            outputs,
+            stdin,
+            pty,
+            started: Instant::now(),
+        });
+        self.state.status = Status::Running;
+        self.state.pid = Some(spawned.pid.as_raw());
+        self.state.started_at = Some(now());
+        self.state.exit_code = None;
+        self.state.finished_at = None;
+        self.state.oom_killed = false;
+        let _ = self.dir.write_state(&self.state);
+        let pid = spawned.pid.as_raw().to_le_bytes();
+        self.broadcast_attached(frame::STARTED, &pid);
+        while let Some(chunk) = self.pending_stdin.pop_front() {
+            self.write_main_stdin(&chunk);
+        }
+        Ok(())
+    }
+
+    fn event_loop(&mut self) {
+        while !self.done {
+            let timeout = self.next_timeout();
+            let mut tokens = Vec::new();
+            let mut fds: Vec<PollFd> = Vec::new();
+            // SAFETY (all borrow_raw below): each fd is owned by `self` and outlives this iteration's poll.
+            let borrow = |fd: RawFd| unsafe { BorrowedFd::borrow_raw(fd) };
+            fds.push(PollFd::new(borrow(self.sigfd.as_raw_fd()), PollFlags::POLLIN));
+            tokens.push(Token::Signal);
+            fds.push(PollFd::new(borrow(self.listener.as_raw_fd()), PollFlags::POLLIN));
+            tokens.push(Token::Listener);
+            if let Some(m) = &self.main {
+                for (i, o) in m.outputs.iter().enumerate().filter(|(_, o)| !o.closed) {
+                    fds.push(PollFd::new(borrow(o.fd.as_raw_fd()), PollFlags::POLLIN));
+                    tokens.push(Token::MainOut(i));
+                }
+            }
+            for (i, c) in self.conns.iter().enumerate() {
+                if let Some(c) = c {
+                    fds.push(PollFd::new(borrow(c.stream.as_raw_fd()), PollFlags::POLLIN));
+                    tokens.push(Token::Conn(i));
+                }
+            }
+            for (i, e) in self.execs.iter().enumerate().filter(|(_, e)| !e.finished) {
+                for (j, o) in e.outputs.iter().enumerate().filter(|(_, o)| !o.closed) {
+                    fds.push(PollFd::new(borrow(o.fd.as_raw_fd()), PollFlags::POLLIN));
+                    tokens.push(Token::ExecOut(i, j));
+                }
+            }
+            let n = match poll(&mut fds, timeout) {
+                Ok(n) => n,
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => {
+                    eprintln!("supervisor: poll: {e}");
+                    return;
+                }
+            };
+            let ready: Vec<Token> = if n == 0 {
+                Vec::new()
+            } else {
+                fds.iter()
+                    .zip(&tokens)
+                    .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
+                    .map(|(_, t)| *t)
+                    .collect()
+            };
+            drop(fds);
+            for t in ready {
+                match t {
+                    Token::Signal => self.on_signal(),
+                    Token::Listener => self.on_accept(),
+                    Token::MainOut(i) => self.on_main_output(i),
+                    Token::Conn(i) => self.on_conn_readable(i),
+                    Token::ExecOut(i, j) => self.on_exec_output(i, j),
+                }
+            }
+            if let Some(m) = &mut self.main {
+                m.outputs.retain(|o| !o.closed);
+            }
+            self.execs.retain(|e| !e.finished);
+            for e in &mut self.execs {
+                e.outputs.retain(|o| !o.closed);
+            }
+            self.on_timers();
+        }
+    }
+
+    fn next_timeout(&self) -> PollTimeout {
+        let now = Instant::now();
+        let next = [self.stop_deadline, self.restart_at, self.attach_deadline]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            None => PollTimeout::NONE,
+            Some(t) => {
+                let ms = t.saturating_duration_since(now).as_millis().min(60_000) as u16;
+                PollTimeout::from(ms.max(1))
+            }
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        if self.stop_deadline.is_some_and(|d| d <= now) {
+            self.stop_deadline = None;
+            if let Some(m) = &self.main {
+                // PID 1 of a pid namespace: killing it kills every process in the container.
+                let _ = nix::sys::signal::kill(m.pid, Signal::SIGKILL);
+            }
+        }
+        if self.restart_at.is_some_and(|d| d <= now) {
+            self.restart_at = None;
+            self.state.restart_count += 1;
+            self.start_main();
+        }
+        if self.attach_deadline.is_some_and(|d| d <= now) {
+            self.start_main();
+        }
+    }
+
+    fn on_signal(&mut self) {
+        while let Ok(Some(info)) = self.sigfd.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => self.reap(),
+                Err(_) => {}
+                // Asked to go away: stop the container as `stop` would, then exit.
+                Ok(_) => self.begin_stop(self.stop_signal(), self.stop_timeout()),
+            }
+        }
+    }
+
+    fn stop_signal(&self) -> Signal {
+        self.cfg
+            .spec
+            .stop_signal
+            .as_deref()
+            .and_then(|s| parse_signal(s).ok())
+            .unwrap_or(Signal::SIGTERM)
+    }
+
+    fn stop_timeout(&self) -> u64 {
+        self.cfg.spec.stop_timeout.unwrap_or(10)
+    }
+
+    fn reap(&mut self) {
+        loop {
+            let (pid, code) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, 128 + sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            if self.main.as_ref().is_some_and(|m| m.pid == pid) {
+                self.on_main_exit(code);
+            } else if let Some(i) = self.execs.iter().position(|e| e.pid == pid) {
+                self.execs[i].exit = Some(code);
+                self.drain_exec(i);
+            }
+        }
+    }
+
+    fn on_main_exit(&mut self, code: i32) {
+        let Some(mut m) = self.main.take() else { return };
+        // Whatever is still buffered in the pipes belongs to this run.
+        for i in 0..m.outputs.len() {
+            drain_output(&mut m.outputs[i], &mut |s, d| self.emit_main(s, d));
+        }
+        for o in &mut m.outputs {
+            log_lines(&mut self.log, o);
+            if !o.partial.is_empty() {
+                let line = std::mem::take(&mut o.partial);
+                write_log_line(&mut self.log, o.stream, &line);
+            }
+        }
+        let ran = m.started.elapsed();
+        self.stop_deadline = None;
+        self.state.exit_code = Some(code);
+        self.state.finished_at = Some(now());
+        self.state.pid = None;
+        self.state.oom_killed = self.cgroup.as_ref().and_then(|c| c.oom_killed().ok()).unwrap_or(false);
+        if self.should_restart(code) {
+            if ran > Duration::from_secs(10) {
+                self.backoff = Duration::from_millis(100);
+            }
+            self.state.status = Status::Restarting;
+            let _ = self.dir.write_state(&self.state);
+            self.restart_at = Some(Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
+            return;
+        }
+        self.state.status = Status::Exited;
+        let _ = self.dir.write_state(&self.state);
+        self.finish(code, "");
+    }
+
+    fn should_restart(&self, code: i32) -> bool {
+        if self.state.stopped_by_user {
+            return false;
+        }
+        match self.cfg.spec.restart {
+            RestartPolicy::No => false,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure(max) => code != 0 && max.is_none_or(|n| self.state.restart_count < n),
+        }
+    }
+
+    /// The container stopped for good: clean up, tell everyone, and end the loop.
+    fn finish(&mut self, code: i32, message: &str) {
+        let _ = self.log.flush();
+        self.cleanup();
+        if self.cfg.spec.auto_remove {
+            let _ = std::fs::remove_dir_all(&self.dir.dir);
+        }
+        let mut payload = code.to_le_bytes().to_vec();
+        payload.extend_from_slice(message.as_bytes());
+        for i in 0..self.conns.len() {
+            let Some(c) = &mut self.conns[i] else { continue };
+            match c.mode {
+                Mode::Attached { .. } => {
+                    let _ = write_client(&mut c.stream, &control::encode_frame(frame::EXIT, &payload));
+                }
+                Mode::Waiting => {
+                    let _ = respond(&mut c.stream, &Response::Exited { code });
+                }
+                Mode::Exec(_) => {
+                    let _ = write_client(&mut c.stream, &control::encode_frame(frame::EXIT, &payload));
+                }
+            }
+            self.conns[i] = None;
+        }
+        self.done = true;
+    }
+
+    fn cleanup(&mut self) {
+        if let Some(cg) = &self.cgroup {
+            let _ = cg.kill_all();
+            if let Err(e) = cg.delete() {
+                eprintln!("supervisor: {e}");
+            }
+        }
+        let _ = std::fs::remove_file(self.dir.socket());
+    }
+
+    fn begin_stop(&mut self, sig: Signal, timeout: u64) {
+        self.state.stopped_by_user = true;
+        self.restart_at = None;
+        let Some(m) = &self.main else {
+            if self.state.status == Status::Restarting {
+                self.state.status = Status::Exited;
+                let _ = self.dir.write_state(&self.state);
+                let code = self.state.exit_code.unwrap_or(0);
+                self.finish(code, "");
+            }
+            return;
+        };
+        let pid = m.pid;
+        if self.state.status == Status::Paused {
+            self.unpause();
+        }
+        let _ = self.dir.write_state(&self.state);
+        let _ = nix::sys::signal::kill(pid, sig);
+        let deadline = Instant::now() + Duration::from_secs(timeout);
+        if sig == Signal::SIGKILL {
+            return;
+        }
+        self.stop_deadline = Some(self.stop_deadline.map_or(deadline, |d| d.min(deadline)));
+    }
+
+    fn unpause(&mut self) {
+        if let Some(cg) = &self.cgroup
+            && cg.thaw().is_ok()
+        {
+            self.state.status = Status::Running;
+            let _ = self.dir.write_state(&self.state);
+        }
+    }
+
+    fn on_accept(&mut self) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(_) => return,
+            };
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = stream.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
+            self.handle_new_conn(stream);
+        }
+    }
+
+    fn handle_new_conn(&mut self, mut stream: UnixStream) {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        // Read the request line byte by byte so nothing after it is consumed.
+        loop {
+            match stream.read(&mut byte) {
+                Ok(1) if byte[0] == b'\n' => break,
+                Ok(1) => line.push(byte[0]),
+                _ => return,
+            }
+            if line.len() > 1 << 20 {
+                return;
+            }
+        }
+        let req: Request = match serde_json::from_slice(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = respond(
+                    &mut stream,
+                    &Response::Error {
+                        message: format!("bad request: {e}"),
+                    },
+                );
+                return;
+            }
+        };
+        match req {
+            Request::Ping => {
+                let _ = respond(&mut stream, &Response::Ok);
+            }
+            Request::Kill { signal } => {
+                let r = match (&self.main, Signal::try_from(signal)) {
+                    (Some(m), Ok(sig)) => {
+                        self.state.stopped_by_user = true;
+                        let _ = self.dir.write_state(&self.state);
+                        match nix::sys::signal::kill(m.pid, sig) {
+                            Ok(()) => Response::Ok,
+                            Err(e) => Response::Error {
+                                message: format!("kill: {e}"),
+                            },
+                        }
+                    }
+                    (None, _) => Response::Error {
+                        message: "the container is not running".into(),
+                    },
+                    (_, Err(_)) => Response::Error {
+                        message: format!("invalid signal {signal}"),
+                    },
+                };
+                let _ = respond(&mut stream, &r);
+            }
+            Request::Stop { signal, timeout } => {
+                let sig = Signal::try_from(signal).unwrap_or(Signal::SIGTERM);
+                self.add_conn(stream, Mode::Waiting);
+                self.begin_stop(sig, timeout);
+            }
+            Request::Wait => self.add_conn(stream, Mode::Waiting),
+            Request::Pause | Request::Unpause => {
+                let r = self.pause(matches!(req, Request::Pause));
+                let _ = respond(&mut stream, &r);
+            }
+            Request::Attach { stdin } => {
+                self.add_conn(stream, Mode::Attached { stdin });
+                if self.attach_deadline.is_some() {
+                    self.start_main();
+                } else if let Some(m) = &self.main {
+                    let pid = m.pid.as_raw().to_le_bytes();
+                    if let Some(Some(c)) = self.conns.last_mut() {
+                        let _ = write_client(&mut c.stream, &control::encode_frame(frame::STARTED, &pid));
+                    }
+                }
+            }
+            Request::Exec(x) => self.start_exec(stream, x),
+        }
+    }
+
+    fn pause(&mut self, freeze: bool) -> Response {
+        let (Some(cg), Some(_)) = (&self.cgroup, &self.main) else {
+            return Response::Error {
+                message: "the container is not running".into(),
+            };
+        };
+        let r = if freeze { cg.freeze() } else { cg.thaw() };
+        match r {
+            Ok(()) => {
+                self.state.status = if freeze { Status::Paused } else { Status::Running };
+                let _ = self.dir.write_state(&self.state);
+                Response::Ok
+            }
+            Err(e) => Response::Error { message: e.to_string() },
+        }
+    }
+
+    fn add_conn(&mut self, stream: UnixStream, mode: Mode) {
+        let _ = stream.set_nonblocking(true);
+        let conn = Conn {
+            stream,
+            inbuf: Vec::new(),
+            mode,
+        };
+        match self.conns.iter().position(Option::is_none) {
+            Some(i) => self.conns[i] = Some(conn),
+            None => self.conns.push(Some(conn)),
+        }
+    }
+
+    fn on_conn_readable(&mut self, i: usize) {
+        let Some(c) = &mut self.conns[i] else { return };
+        let mut buf = [0u8; 16384];
+        let n = match c.stream.read(&mut buf) {
+            Ok(0) => {
+                // The client went away. A waiting client just leaves; an attached one loses its stdin.
+                let mode = c.mode;
+                self.conns[i] = None;
+                if let Mode::Attached { stdin: true } = mode {
+                    self.close_main_stdin();
+                }
+                return;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(_) => {
+                self.conns[i] = None;
+                return;
+            }
+        };
+        c.inbuf.extend_from_slice(&buf[..n]);
+        let frames = control::decode_frames(&mut c.inbuf);
+        let mode = c.mode;
+        for (kind, data) in frames {
+            match (mode, kind) {
+                (Mode::Attached { stdin: true }, frame::STDIN) => {
+                    if self.main.is_some() {
+                        self.write_main_stdin(&data);
+                    } else {
+                        self.pending_stdin.push_back(data);
+                    }
+                }
+                (Mode::Attached { stdin: true }, frame::STDIN_EOF) => self.close_main_stdin(),
+                (Mode::Attached { .. }, frame::RESIZE) => {
+                    if let Some(m) = &self.main
+                        && m.pty
+                        && let Some(fd) = m.outputs.first()
+                    {
+                        resize(fd.fd.as_fd(), &data);
+                    }
+                }
+                (Mode::Exec(pid), k) => self.exec_input(pid, k, &data),
+                _ => {}
+            }
+        }
+    }
+
+    fn write_main_stdin(&mut self, data: &[u8]) {
+        let Some(m) = &self.main else { return };
+        let fd = if m.pty {
+            m.outputs.first().map(|o| o.fd.as_fd())
+        } else {
+            m.stdin.as_ref().map(|f| f.as_fd())
+        };
+        if let Some(fd) = fd {
+            write_all_fd(fd, data);
+        }
+    }
+
+    fn close_main_stdin(&mut self) {
+        if let Some(m) = &mut self.main {
+            if m.pty {
+                // A terminal has no EOF of its own; send ^D as a terminal would.
+                if let Some(o) = m.outputs.first() {
+                    write_all_fd(o.fd.as_fd(), &[4]);
+                }
+            } else {
+                m.stdin = None;
+            }
+        }
+    }
+
+    fn on_main_output(&mut self, i: usize) {
+        let Some(mut m) = self.main.take() else { return };
+        let eof = read_output(&mut m.outputs[i], &mut |s, d| self.emit_main(s, d));
+        log_lines(&mut self.log, &mut m.outputs[i]);
+        m.outputs[i].closed |= eof;
+        self.main = Some(m);
+    }
+
+    fn emit_main(&mut self, stream: Stream, data: &[u8]) {
+        let kind = match stream {
+            Stream::Stdout => frame::STDOUT,
+            Stream::Stderr => frame::STDERR,
+        };
+        self.broadcast_attached(kind, data);
+    }
+
+    fn broadcast_attached(&mut self, kind: u8, data: &[u8]) {
+        let bytes = control::encode_frame(kind, data);
+        for slot in &mut self.conns {
+            if let Some(c) = slot
+                && matches!(c.mode, Mode::Attached { .. })
+                && write_client(&mut c.stream, &bytes).is_err()
+            {
+                *slot = None;
+            }
+        }
+    }
+
+    fn start_exec(&mut self, mut stream: UnixStream, x: ExecRequest) {
+        let Some(m) = &self.main else {
+            let _ = respond(
+                &mut stream,
+                &Response::Error {
+                    message: "the container is not running".into(),
+                },
+            );
+            return;
+        };
+        let pid = m.pid;
+        let r = (|| -> Result<(ExecSession, bool)> {
+            let ns = ContainerNamespaces::open(pid)?;
+            let mut plan = self.process_plan();
+            plan.args = x.args.clone();
+            plan.env.extend(x.env.iter().cloned());
+            if let Some(u) = &x.user {
+                plan.user = u.clone();
+            }
+            if let Some(w) = &x.working_dir {
+                plan.working_dir = w.clone();
+            }
+            plan.tty = x.tty;
+            if x.privileged {
+                plan.caps = process::capabilities(true, &[], &[])?;
+                plan.privileged = true;
+                plan.seccomp = None;
+            }
+            let (stdio, outputs, stdin, pty) = if x.detach {
+                null_stdio()?
+            } else {
+                make_stdio(x.tty, x.stdin)?
+            };
+            let spawned = spawn::spawn_exec(&ns, self.cgroup.as_ref(), &plan, stdio)?;
+            if let Err(f) = spawn::read_setup_result(spawned.errors) {
+                // The process exists until reaped; the SIGCHLD path will find no session and reap it.
+                return Err(RuntimeError::Start {
+                    code: f.code,
+                    message: f.message,
+                });
+            }
+            Ok((
+                ExecSession {
+                    pid: spawned.pid,
+                    outputs,
+                    stdin,
+                    pty,
+                    exit: None,
+                    finished: false,
+                },
+                x.detach,
+            ))
+        })();
+        match r {
+            Ok((session, true)) => {
+                let _ = respond(
+                    &mut stream,
+                    &Response::Started {
+                        pid: session.pid.as_raw(),
+                    },
+                );
+            }
+            Ok((session, false)) => {
+                let _ = write_client(
+                    &mut stream,
+                    &control::encode_frame(frame::STARTED, &session.pid.as_raw().to_le_bytes()),
+                );
+                let pid = session.pid;
+                self.execs.push(session);
+                self.add_conn(stream, Mode::Exec(pid));
+            }
+            Err(RuntimeError::Start { code, message }) => {
+                let mut p = code.to_le_bytes().to_vec();
+                p.extend_from_slice(message.as_bytes());
+                let _ = write_client(&mut stream, &control::encode_frame(frame::EXIT, &p));
+            }
+            Err(e) => {
+                let mut p = spawn::SETUP_FAILED.to_le_bytes().to_vec();
+                p.extend_from_slice(e.to_string().as_bytes());
+                let _ = write_client(&mut stream, &control::encode_frame(frame::EXIT, &p));
+            }
+        }
+    }
+
+    fn exec_input(&mut self, pid: Pid, kind: u8, data: &[u8]) {
+        let Some(e) = self.execs.iter_mut().find(|e| e.pid == pid) else {
+            return;
+        };
+        match kind {
+            frame::STDIN => {
+                let fd = if e.pty {
+                    e.outputs.first().map(|o| o.fd.as_fd())
+                } else {
+                    e.stdin.as_ref().map(|f| f.as_fd())
+                };
+                if let Some(fd) = fd {
+                    write_all_fd(fd, data);
+                }
+            }
+            frame::STDIN_EOF => {
+                if e.pty {
+                    if let Some(o) = e.outputs.first() {
+                        write_all_fd(o.fd.as_fd(), &[4]);
+                    }
+                } else {
+                    e.stdin = None;
+                }
+            }
+            frame::RESIZE if e.pty => {
+                if let Some(o) = e.outputs.first() {
+                    resize(o.fd.as_fd(), data);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn exec_conn(&mut self, pid: Pid) -> Option<&mut Conn> {
+        self.conns.iter_mut().flatten().find(|c| c.mode == Mode::Exec(pid))
+    }
+
+    fn on_exec_output(&mut self, i: usize, j: usize) {
+        if self.execs[i].finished {
+            return;
+        }
+        let pid = self.execs[i].pid;
+        let mut chunks = Vec::new();
+        let eof = read_output(&mut self.execs[i].outputs[j], &mut |s, d| chunks.push((s, d.to_vec())));
+        // exec output goes to its client only, not to the log.
+        self.execs[i].outputs[j].partial.clear();
+        self.send_exec_chunks(pid, chunks);
+        if eof {
+            self.execs[i].outputs[j].closed = true;
+            if self.execs[i].exit.is_some() && self.execs[i].outputs.iter().all(|o| o.closed) {
+                self.finish_exec(i);
+            }
+        }
+    }
+
+    fn send_exec_chunks(&mut self, pid: Pid, chunks: Vec<(Stream, Vec<u8>)>) {
+        if let Some(c) = self.exec_conn(pid) {
+            for (s, d) in chunks {
+                let kind = if s == Stream::Stdout {
+                    frame::STDOUT
+                } else {
+                    frame::STDERR
+                };
+                let _ = write_client(&mut c.stream, &control::encode_frame(kind, &d));
+            }
+        }
+    }
+
+    fn drain_exec(&mut self, i: usize) {
+        let pid = self.execs[i].pid;
+        let mut chunks = Vec::new();
+        for o in &mut self.execs[i].outputs {
+            drain_output(o, &mut |s, d| chunks.push((s, d.to_vec())));
+        }
+        self.send_exec_chunks(pid, chunks);
+        self.finish_exec(i);
+    }
+
+    fn finish_exec(&mut self, i: usize) {
+        let e = &mut self.execs[i];
+        if e.finished {
+            return;
+        }
+        e.finished = true;
+        let (pid, code) = (e.pid, e.exit.unwrap_or(-1));
+        let payload = code.to_le_bytes();
+        if let Some(slot) = self
+            .conns
+            .iter_mut()
+            .find(|c| c.as_ref().is_some_and(|c| c.mode == Mode::Exec(pid)))
+        {
+            if let Some(c) = slot {
+                let _ = write_client(&mut c.stream, &control::encode_frame(frame::EXIT, &payload));
+            }
+            *slot = None;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Token {
+    Signal,
+    Listener,
+    MainOut(usize),
+    Conn(usize),
+    ExecOut(usize, usize),
+}
+
+type Stdio = (ChildStdio, Vec<Output>, Option<OwnedFd>, bool);
+
+/// stdio for a new process: a pty, or pipes (stdin from a pipe when kept open, else /dev/null).
+fn make_stdio(tty: bool, keep_stdin: bool) -> Result<Stdio> {
+    if tty {
+        let pty = nix::pty::openpty(None, None).map_err(RuntimeError::sys("openpty"))?;
+        set_cloexec(&pty.master);
+        set_cloexec(&pty.slave);
+        set_nonblocking(pty.master.as_fd());
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(RuntimeError::io("dup", "pty"));
+        let stdio = ChildStdio {
+            stdin: dup(&pty.slave)?,
+            stdout: dup(&pty.slave)?,
+            stderr: pty.slave,
+            controlling_tty: true,
+        };
+        let out = Output {
+            fd: pty.master,
+            stream: Stream::Stdout,
+            partial: Vec::new(),
+            closed: false,
+        };
+        return Ok((stdio, vec![out], None, true));
+    }
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(RuntimeError::sys("pipe2"));
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    set_nonblocking(out_r.as_fd());
+    set_nonblocking(err_r.as_fd());
+    let (stdin_child, stdin_ours) = if keep_stdin {
+        let (r, w) = pipe()?;
+        (r, Some(w))
+    } else {
+        (open_null()?, None)
+    };
+    let stdio = ChildStdio {
+        stdin: stdin_child,
+        stdout: out_w,
+        stderr: err_w,
+        controlling_tty: false,
+    };
+    let outputs = vec![
+        Output {
+            fd: out_r,
+            stream: Stream::Stdout,
+            partial: Vec::new(),
+            closed: false,
+        },
+        Output {
+            fd: err_r,
+            stream: Stream::Stderr,
+            partial: Vec::new(),
+            closed: false,
+        },
+    ];
+    Ok((stdio, outputs, stdin_ours, false))
+}
+
+fn null_stdio() -> Result<Stdio> {
+    let stdio = ChildStdio {
+        stdin: open_null()?,
+        stdout: open_null()?,
+        stderr: open_null()?,
+        controlling_tty: false,
+    };
+    Ok((stdio, Vec::new(), None, false))
+}
+
+fn open_null() -> Result<OwnedFd> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(RuntimeError::io("open", "/dev/null"))
+}
+
+fn set_cloexec(fd: &OwnedFd) {
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>) {
+    if let Ok(flags) = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL) {
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags));
+    }
+}
+
+fn resize(fd: BorrowedFd<'_>, data: &[u8]) {
+    if data.len() < 4 {
+        return;
+    }
+    let ws = libc::winsize {
+        ws_row: u16::from_le_bytes([data[0], data[1]]),
+        ws_col: u16::from_le_bytes([data[2], data[3]]),
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ on a pty master with a valid winsize.
+    unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+}
+
+/// Writes everything, waiting briefly when a pipe is full; gives up on errors (the reader is gone).
+fn write_all_fd(fd: BorrowedFd<'_>, mut data: &[u8]) {
+    let deadline = Instant::now() + CLIENT_WRITE_TIMEOUT;
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::Error::EAGAIN) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            Err(nix::Error::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reads what is available; emits it and logs complete lines. Returns true at EOF.
+fn read_output(o: &mut Output, emit: &mut dyn FnMut(Stream, &[u8])) -> bool {
+    let mut buf = [0u8; 32768];
+    loop {
+        match nix::unistd::read(o.fd.as_fd(), &mut buf) {
+            Ok(0) => return true,
+            Ok(n) => {
+                emit(o.stream, &buf[..n]);
+                o.partial.extend_from_slice(&buf[..n]);
+            }
+            Err(nix::Error::EAGAIN) => return false,
+            Err(nix::Error::EINTR) => continue,
+            // A pty master reads EIO once the last slave fd is closed.
+            Err(_) => return true,
+        }
+    }
+}
+
+fn drain_output(o: &mut Output, emit: &mut dyn FnMut(Stream, &[u8])) {
+    let _ = read_output(o, emit);
+}
+
+/// Appends complete lines in Docker's json-file format: `{"log":…,"stream":…,"time":…}`.
+fn write_log_line(log: &mut std::fs::File, stream: Stream, line: &[u8]) {
+    let rec = serde_json::json!({
+        "log": String::from_utf8_lossy(line),
+        "stream": match stream { Stream::Stdout => "stdout", Stream::Stderr => "stderr" },
+        "time": now(),
+    });
+    let mut s = rec.to_string();
+    s.push('\n');
+    let _ = log.write_all(s.as_bytes());
+}
+
+fn write_client(stream: &mut UnixStream, bytes: &[u8]) -> std::io::Result<()> {
+    let _ = stream.set_nonblocking(false);
+    let r = stream.write_all(bytes);
+    let _ = stream.set_nonblocking(true);
+    r
+}
+
+fn respond(stream: &mut UnixStream, r: &Response) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    write_client(stream, &line)
+}
+
+/// Parses a signal given as a name (`TERM`, `SIGTERM`) or a number.
+pub fn parse_signal(s: &str) -> std::result::Result<Signal, String> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| format!("invalid signal {s:?}"));
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    name.parse::<Signal>().map_err(|_| format!("invalid signal {s:?}"))
+}
+
+/// Splits complete lines out of `partial` into the log; called after each read.
+fn log_lines(log: &mut std::fs::File, o: &mut Output) {
+    while let Some(pos) = o.partial.iter().position(|b| *b == b'\n') {
+        let line: Vec<u8> = o.partial.drain(..=pos).collect();
+        write_log_line(log, o.stream, &line);
+    }
+    if o.partial.len() > 16 * 1024 {
+        let line = std::mem::take(&mut o.partial);
+        write_log_line(log, o.stream, &line);
+    }
+}

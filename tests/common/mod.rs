@@ -1,0 +1,56 @@
+//! Shared helpers of the root integration tests: the root check and a busybox root file system.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// Fails the test (never skips it) when not running as root.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (CI runs as root); run the suite with sudo"
+    );
+}
+
+/// A busybox root file system made from Debian's busybox-static, built once per machine and shared
+/// read-only by every test (containers write to their own overlay upper dirs).
+pub fn busybox_rootfs() -> PathBuf {
+    let dir = std::env::temp_dir().join("berth-test-busybox-rootfs-v1");
+    if dir.join(".complete").exists() {
+        return dir;
+    }
+    let busybox = PathBuf::from("/bin/busybox");
+    assert!(
+        busybox.exists(),
+        "/bin/busybox is missing: install Debian's busybox-static (apt-get install busybox-static)"
+    );
+    let tmp = std::env::temp_dir().join(format!("berth-test-busybox-rootfs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    for d in [
+        "bin", "etc", "tmp", "proc", "sys", "dev", "root", "var", "usr/bin", "usr/sbin", "sbin",
+    ] {
+        std::fs::create_dir_all(tmp.join(d)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::copy(&busybox, tmp.join("bin/busybox")).unwrap();
+    let list = std::process::Command::new(&busybox).arg("--list").output().unwrap();
+    assert!(list.status.success(), "busybox --list failed");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", tmp.join("bin").join(applet));
+        }
+    }
+    std::fs::write(
+        tmp.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(tmp.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    std::fs::write(tmp.join(".complete"), "").unwrap();
+    // Another test binary may have won the race; either copy is complete.
+    if std::fs::rename(&tmp, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    dir
+}

@@ -1,0 +1,530 @@
+//! Root integration tests of the embedded runtime, through the `berth container` CLI against the real
+//! kernel. Each test has its own state root and unique names; a guard removes its containers even when the
+//! test fails. Not being root is a failure, never a skip.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::{busybox_rootfs, require_root};
+
+/// A state root of its own, torn down (containers force-removed, directory deleted) on drop.
+struct Env {
+    root: PathBuf,
+    rootfs: PathBuf,
+}
+
+impl Env {
+    fn new(name: &str) -> Env {
+        require_root();
+        let root = std::env::temp_dir().join(format!("berth-rt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        Env {
+            root,
+            rootfs: busybox_rootfs(),
+        }
+    }
+
+    fn berth(&self, args: &[&str]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run berth")
+    }
+
+    /// `container run --rootfs <busybox> <args>`.
+    fn run(&self, flags: &[&str], cmd: &[&str]) -> Output {
+        let rootfs = self.rootfs.to_string_lossy().into_owned();
+        let mut args = vec!["container", "run", "--rootfs", rootfs.as_str()];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(cmd);
+        self.berth(&args)
+    }
+
+    /// Runs detached and returns the id.
+    fn run_d(&self, flags: &[&str], cmd: &[&str]) -> String {
+        let mut f = vec!["-d"];
+        f.extend_from_slice(flags);
+        let out = self.run(&f, cmd);
+        assert_eq!(out.status.code(), Some(0), "run -d failed: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.berth(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed ({:?}): {}",
+            out.status.code(),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    fn inspect(&self, id: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["container", "inspect", id])).unwrap();
+        v[0].clone()
+    }
+
+    fn state_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    /// Waits until `f` holds, failing after `secs`.
+    fn until(&self, secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let out = self.berth(&["container", "ps", "-aq", "--no-trunc"]);
+        for id in text(&out.stdout).lines() {
+            let _ = self.berth(&["container", "rm", "-f", id]);
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        let Ok(rd) = std::fs::read_dir(base) else { continue };
+        for e in rd.flatten() {
+            let p = e.path().join("berth").join(id);
+            if p.exists() {
+                out.push(p);
+            }
+        }
+        let p = Path::new(base).join("berth").join(id);
+        if p.exists() {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn exit_codes_and_output_follow_docker() {
+    let env = Env::new("exit");
+    let out = env.run(&["--rm"], &["sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n");
+    let out = env.run(&["--rm"], &["no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("executable file not found"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = env.run(&["--rm"], &["/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    // --rm removed them all.
+    assert_eq!(env.ok(&["container", "ps", "-aq"]), "");
+}
+
+#[test]
+fn env_user_workdir_and_hostname() {
+    let env = Env::new("identity");
+    let out = env.run(
+        &[
+            "--rm",
+            "-e",
+            "GREETING=hi there",
+            "-u",
+            "nobody",
+            "-w",
+            "/work/dir",
+            "--hostname",
+            "box",
+        ],
+        &[
+            "sh",
+            "-c",
+            "echo \"$GREETING\"; id -u; id -g; pwd; hostname; echo $HOME",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "hi there\n65534\n65534\n/work/dir\nbox\n/nonexistent\n"
+    );
+    // Default host name: the first 12 characters of the id.
+    let id = env.run_d(&[], &["hostname"]);
+    assert_eq!(env.ok(&["container", "wait", &id]).trim(), "0");
+    assert_eq!(env.ok(&["container", "logs", &id]).trim(), &id[..12]);
+}
+
+#[test]
+fn sees_only_its_own_processes() {
+    let env = Env::new("pidns");
+    let out = env.run(
+        &["--rm"],
+        &[
+            "sh",
+            "-c",
+            "echo $$; ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let mut lines = s.lines();
+    assert_eq!(lines.next(), Some("1"));
+    let pids: Vec<u32> = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    // Only the shell and its pipeline: small numbers from a fresh pid namespace, never the host's.
+    assert!(
+        pids.contains(&1) && pids.len() <= 6 && pids.iter().all(|p| *p < 50),
+        "host processes visible: {pids:?}"
+    );
+}
+
+#[test]
+fn writes_land_in_the_upper_dir_and_read_only_refuses_them() {
+    let env = Env::new("upper");
+    let id = env.run_d(&[], &["sh", "-c", "echo data > /created.txt"]);
+    assert_eq!(env.ok(&["container", "wait", &id]).trim(), "0");
+    let upper = env.state_dir(&id).join("upper").join("created.txt");
+    assert_eq!(std::fs::read_to_string(&upper).unwrap(), "data\n");
+    assert!(!env.rootfs.join("created.txt").exists(), "the image was written to");
+    let out = env.run(&["--rm", "--read-only"], &["sh", "-c", "touch /x"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("Read-only file system"),
+        "{}",
+        text(&out.stderr)
+    );
+    // tmpfs and volumes stay writable under --read-only.
+    let out = env.run(
+        &["--rm", "--read-only", "--tmpfs", "/scratch", "-v", "vol1:/data"],
+        &["sh", "-c", "touch /scratch/a /data/b && echo ok"],
+    );
+    assert_eq!(text(&out.stdout), "ok\n", "{}", text(&out.stderr));
+    assert!(env.root.join("volumes/vol1/_data/b").exists());
+}
+
+#[test]
+fn memory_limit_gets_the_process_oom_killed() {
+    let env = Env::new("oom");
+    let id = env.run_d(
+        &["-m", "16m"],
+        &["sh", "-c", "dd if=/dev/zero of=/dev/null bs=64M count=1"],
+    );
+    let code = env.ok(&["container", "wait", &id]);
+    assert_eq!(code.trim(), "137", "{}", env.ok(&["container", "logs", &id]));
+    assert_eq!(env.inspect(&id)["State"]["OOMKilled"], true);
+}
+
+#[test]
+fn pids_limit_stops_forks() {
+    let env = Env::new("pids");
+    let out = env.run(
+        &["--rm", "--pids-limit", "4"],
+        &["sh", "-c", "for i in 1 2 3 4 5 6; do sleep 2 & done 2>&1; wait"],
+    );
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(
+        all.contains("can't fork") || all.contains("Resource temporarily unavailable"),
+        "{all}"
+    );
+}
+
+#[test]
+fn pause_freezes_and_unpause_thaws() {
+    let env = Env::new("pause");
+    let id = env.run_d(
+        &[],
+        &["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i; sleep 0.02; done"],
+    );
+    let lines = || env.ok(&["container", "logs", &id]).lines().count();
+    env.until(5, "some output", || lines() > 2);
+    env.ok(&["container", "pause", &id]);
+    assert_eq!(env.inspect(&id)["State"]["Status"], "paused");
+    let before = lines();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(lines(), before, "a paused container kept running");
+    env.ok(&["container", "unpause", &id]);
+    env.until(5, "output after unpause", || lines() > before);
+    env.ok(&["container", "rm", "-f", &id]);
+}
+
+#[test]
+fn stop_waits_the_grace_period_then_kills() {
+    let env = Env::new("stop");
+    // PID 1 without a handler ignores SIGTERM.
+    let id = env.run_d(&[], &["sleep", "100"]);
+    let t = Instant::now();
+    env.ok(&["container", "stop", "-t", "1", &id]);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let st = env.inspect(&id);
+    assert_eq!(st["State"]["Status"], "exited");
+    assert_eq!(st["State"]["ExitCode"], 137);
+    // A process that handles SIGTERM stops at once.
+    let id = env.run_d(&["--init"], &["sleep", "100"]);
+    let t = Instant::now();
+    env.ok(&["container", "stop", "-t", "5", &id]);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(env.inspect(&id)["State"]["ExitCode"], 143);
+}
+
+/// Zombie children of a container's PID 1 (zombies leave their cgroup, so look at parents instead).
+fn zombies(env: &Env, id: &str) -> usize {
+    let pid1 = env.inspect(id)["State"]["Pid"].as_i64().unwrap().to_string();
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split(' ').collect();
+        if f.first() == Some(&"Z") && f.get(1) == Some(&pid1.as_str()) {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn init_reaps_zombies() {
+    let env = Env::new("init");
+    // The orphaned `sleep 0.1` is re-parented to PID 1, which never waits when it is `sleep` itself.
+    let cmd = ["sh", "-c", "(sleep 0.1 &); exec sleep 30"];
+    let plain = env.run_d(&[], &cmd);
+    let with_init = env.run_d(&["--init"], &cmd);
+    env.until(5, "a zombie without init", || zombies(&env, &plain) == 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(zombies(&env, &with_init), 0, "init left a zombie");
+    let top = env.ok(&["container", "top", &with_init]);
+    assert!(top.contains("sleep 30"), "{top}");
+}
+
+#[test]
+fn exec_runs_inside_the_container() {
+    let env = Env::new("exec");
+    let id = env.run_d(&["--hostname", "inside", "-e", "FROM_RUN=1"], &["sleep", "100"]);
+    let out = env.berth(&[
+        "container",
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "hostname; echo $FROM_RUN; echo $$",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(&lines[..2], &["inside", "1"]);
+    assert_ne!(lines[2], "1", "exec must not be PID 1");
+    let out = env.berth(&[
+        "container",
+        "exec",
+        "-u",
+        "nobody",
+        "-w",
+        "/tmp",
+        &id,
+        "sh",
+        "-c",
+        "id -u; pwd; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(text(&out.stdout), "65534\n/tmp\n");
+    let out = env.berth(&["container", "exec", &id, "nope"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    // stdin reaches an interactive exec.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--root")
+        .arg(&env.root)
+        .args(["container", "exec", "-i", &id, "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"piped through\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "piped through\n");
+}
+
+#[test]
+fn restart_policies_restart() {
+    let env = Env::new("restart");
+    let id = env.run_d(&["--restart", "on-failure:2"], &["sh", "-c", "echo run; exit 1"]);
+    assert_eq!(env.ok(&["container", "wait", &id]).trim(), "1");
+    let st = env.inspect(&id);
+    assert_eq!(st["RestartCount"], 2);
+    assert_eq!(env.ok(&["container", "logs", &id]), "run\nrun\nrun\n");
+    let id = env.run_d(&["--restart", "always"], &["sh", "-c", "sleep 0.1; exit 0"]);
+    env.until(10, "two restarts", || {
+        env.inspect(&id)["RestartCount"].as_u64().unwrap() >= 2
+    });
+    env.ok(&["container", "stop", "-t", "1", &id]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(env.inspect(&id)["State"]["Status"], "exited", "stop must end restarts");
+}
+
+#[test]
+fn logs_survive_the_cli_and_keep_streams_apart() {
+    let env = Env::new("logs");
+    let id = env.run_d(&[], &["sh", "-c", "echo one; echo two >&2; sleep 0.1; echo three"]);
+    env.ok(&["container", "wait", &id]);
+    let out = env.berth(&["container", "logs", &id]);
+    assert_eq!(text(&out.stdout), "one\nthree\n");
+    assert_eq!(text(&out.stderr), "two\n");
+    assert_eq!(env.ok(&["container", "logs", "--tail", "1", &id]), "three\n");
+    let ts = env.ok(&["container", "logs", "-t", &id]);
+    assert!(ts.lines().all(|l| l.contains('T') && l.contains('Z')), "{ts}");
+    // -f ends when the container does.
+    let id = env.run_d(&[], &["sh", "-c", "sleep 0.3; echo late"]);
+    assert_eq!(env.ok(&["container", "logs", "-f", &id]), "late\n");
+}
+
+#[test]
+fn a_killed_supervisor_is_reported_and_cleaned_up() {
+    let env = Env::new("supkill");
+    let id = env.run_d(&[], &["sleep", "100"]);
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.state_dir(&id).join("state.json")).unwrap()).unwrap();
+    let sup = st["supervisor_pid"].as_i64().unwrap() as i32;
+    let pid = st["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), nix::sys::signal::Signal::SIGKILL).unwrap();
+    env.until(5, "the container process to die with its supervisor", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    let ps = env.ok(&["container", "ps", "-a"]);
+    assert!(ps.contains("Dead"), "{ps}");
+    env.ok(&["container", "rm", &id]);
+    assert!(!env.state_dir(&id).exists());
+    assert!(cgroup_dirs(&id).is_empty(), "cgroup left: {:?}", cgroup_dirs(&id));
+}
+
+#[test]
+fn nothing_leaks_after_delete() {
+    let env = Env::new("leak");
+    let id = env.run_d(&["-m", "64m", "--tmpfs", "/t", "-v", "vol:/v"], &["sleep", "100"]);
+    assert!(!cgroup_dirs(&id).is_empty(), "no cgroup while running");
+    let pid = env.inspect(&id)["State"]["Pid"].as_i64().unwrap();
+    env.ok(&["container", "rm", "-f", &id]);
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process left");
+    assert!(cgroup_dirs(&id).is_empty(), "cgroup left");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&id), "mount left: {mounts}");
+    assert!(!env.state_dir(&id).exists(), "state left");
+}
+
+#[test]
+fn confinement_matches_docker_defaults() {
+    let env = Env::new("confine");
+    let out = env.run(
+        &["--rm"],
+        &[
+            "sh",
+            "-c",
+            "grep -E '^(CapEff|CapBnd|Seccomp|NoNewPrivs):' /proc/self/status",
+        ],
+    );
+    let s = text(&out.stdout);
+    // Docker's 14 default capabilities.
+    assert!(s.contains("CapEff:\t00000000a80425fb"), "{s}");
+    assert!(s.contains("CapBnd:\t00000000a80425fb"), "{s}");
+    assert!(s.contains("Seccomp:\t2"), "{s}");
+    assert!(s.contains("NoNewPrivs:\t0"), "{s}");
+    let out = env.run(
+        &["--rm", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"],
+        &[
+            "sh",
+            "-c",
+            "grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; cat /proc/kcore | wc -c; touch /proc/sys/kernel/x 2>&1",
+        ],
+    );
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("CapEff:\t0000000000000000") && s.contains("NoNewPrivs:\t1"),
+        "{s}"
+    );
+    // Masked: /proc/kcore reads empty. Read-only: /proc/sys.
+    assert!(s.contains("\n0\n"), "{s}");
+    let out = env.run(
+        &["--rm"],
+        &[
+            "sh",
+            "-c",
+            "mount -t tmpfs none /mnt 2>&1; unshare -U true 2>&1; echo done",
+        ],
+    );
+    let s = text(&out.stdout);
+    assert!(s.contains("denied") || s.contains("not permitted"), "{s}");
+    let out = env.run(
+        &["--rm", "--privileged"],
+        &["sh", "-c", "grep -E '^(CapEff|Seccomp):' /proc/self/status"],
+    );
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("Seccomp:\t0") && !s.contains("CapEff:\t00000000a80425fb"),
+        "{s}"
+    );
+}
+
+#[test]
+fn no_host_fds_or_cwd_leak_into_the_container() {
+    // CVE-2024-21626: a leaked fd or a host working directory lets a container reach the host's files.
+    let env = Env::new("fds");
+    let script = "ls /proc/self/fd | tr '\\n' ' '; readlink /proc/self/cwd";
+    let out = env.run(&["--rm", "--init"], &["sh", "-c", script]);
+    assert_eq!(text(&out.stdout), "0 1 2 3 /\n", "{}", text(&out.stderr));
+    let id = env.run_d(&[], &["sleep", "100"]);
+    let out = env.berth(&["container", "exec", &id, "sh", "-c", script]);
+    assert_eq!(text(&out.stdout), "0 1 2 3 /\n", "{}", text(&out.stderr));
+}
+
+#[test]
+fn the_berth_binary_cannot_be_overwritten_from_inside() {
+    // CVE-2019-5736: PID 1 is berth's own init here; its /proc/1/exe must be out of reach.
+    let env = Env::new("exe");
+    let out = env.run(
+        &["--rm", "--init"],
+        &[
+            "sh",
+            "-c",
+            "echo x > /proc/1/exe && echo wrote; cat /proc/1/exe | wc -c",
+        ],
+    );
+    let s = text(&out.stdout) + &text(&out.stderr);
+    assert!(!s.contains("wrote"), "{s}");
+    // And the supervisor runs from a read-only clone of the binary, even for the host's root.
+    let id = env.run_d(&[], &["sleep", "100"]);
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.state_dir(&id).join("state.json")).unwrap()).unwrap();
+    let sup = st["supervisor_pid"].as_i64().unwrap();
+    let exe = std::fs::File::open(format!("/proc/{sup}/exe")).unwrap();
+    let vfs = nix::sys::statvfs::fstatvfs(&exe).unwrap();
+    assert!(
+        vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY),
+        "the supervisor's binary is on a writable mount"
+    );
+}
