@@ -33,14 +33,21 @@ c['root'] = {'path': root, 'readonly': True}
 json.dump(c, open(p, 'w'), indent=1)
 PY
 done
-loop() { # $1 = command template with {i}
-  for i in $(seq 1 "$N"); do eval "${1//\{i\}/$i}" >/dev/null; done
-}
-export -f loop; export N BERTH W
+cat > "$W/loop.sh" <<LOOP
+#!/usr/bin/env bash
+# One benchmark sample: N containers of /bin/true in a row with the runtime named by \$1.
+set -e
+for i in \$(seq 1 $N); do
+  case "\$1" in
+    berth) $BERTH --root $W/state container run --rm --rootfs $W/rootfs /bin/true ;;
+    crun) crun --cgroup-manager=disabled run -b $W/crun b\$i ;;
+    crun-cgroupfs) crun run -b $W/crun b\$i ;;
+    runc) runc run -b $W/runc b\$i ;;
+  esac
+done
+LOOP
 hyperfine --warmup 1 --runs 5 --export-json "$W/run.json" \
-  -n berth "bash -c 'loop \"\$BERTH --root \$W/state container run --rm --rootfs \$W/rootfs /bin/true\"'" \
-  -n crun  "bash -c 'loop \"crun run -b \$W/crun b{i}\"'" \
-  -n runc  "bash -c 'loop \"runc run -b \$W/runc b{i}\"'"
+  -n berth "bash $W/loop.sh berth" -n crun "bash $W/loop.sh crun-cgroupfs" -n runc "bash $W/loop.sh runc"
 python3 - "$W/run.json" "$N" <<'PY'
 import json, sys
 r = {x['command']: x['mean'] for x in json.load(open(sys.argv[1]))['results']}

@@ -561,7 +561,10 @@ fn mask_paths() -> Result<()> {
                 Some("size=0"),
             )
         } else {
-            mount(Some("/dev/null"), *p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            mount(Some("/dev/null"), *p, None::<&str>, MsFlags::MS_BIND, None::<&str>).and_then(|()| {
+                let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                mount(None::<&str>, *p, None::<&str>, ro, None::<&str>)
+            })
         };
         r.map_err(|e| RuntimeError::Sys {
             op: format!("mask {p}"),
