@@ -408,6 +408,9 @@ impl Cgroup {
         {
             return write(&d.join("cgroup.kill"), "1");
         }
+        if self.pids().map(|p| p.is_empty()).unwrap_or(true) {
+            return Ok(());
+        }
         let frozen = self.freezer_dir().is_some_and(|d| d.exists()) && self.freeze().is_ok();
         for pid in self.pids().unwrap_or_default() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);

@@ -615,6 +615,8 @@ fn spawn_supervisor(root: &Path, id: &str, mode: StartMode) -> Result<()> {
         .arg(root)
         .arg(id)
         .env(READY_FD_ENV, "3")
+        // mimalloc commits its first 4 MiB arena chunk eagerly; the supervisor needs a few kilobytes.
+        .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log);
