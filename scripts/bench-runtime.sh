@@ -56,14 +56,16 @@ for k, v in r.items():
     print(f"{k}: {v/n*1000:.2f} ms per container ({v:.2f} s for {n})")
 print(f"ratio berth/crun: {r['berth']/r['crun']:.2f}  berth/runc: {r['berth']/r['runc']:.2f}")
 PY
-# Supervisor RSS with 10 running containers, and exec latency.
+# Supervisor memory with 10 running containers: RSS, and PSS/USS, which count shared binary pages fairly.
 ids=()
 for i in $(seq 1 10); do ids+=("$($BERTH --root "$W/state" container run -d --rootfs "$W/rootfs" sleep 1000)"); done
-rss=0
+rss=0; pss=0; uss=0
 for id in "${ids[@]}"; do
   sp=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['supervisor_pid'])" "$W/state/containers/$id/state.json")
-  r=$(awk '/VmRSS/{print $2}' /proc/$sp/status); rss=$((rss + r))
+  rss=$((rss + $(awk '/^Rss:/{print $2}' /proc/$sp/smaps_rollup)))
+  pss=$((pss + $(awk '/^Pss:/{print $2}' /proc/$sp/smaps_rollup)))
+  uss=$((uss + $(awk '/^Private_(Clean|Dirty):/{s+=$2} END{print s}' /proc/$sp/smaps_rollup)))
 done
-echo "supervisor RSS: $((rss / 10)) kB average over 10"
-hyperfine --warmup 3 --runs 50 -n exec "$BERTH --root $W/state container exec ${ids[0]} true"
+echo "supervisor memory, average of 10: RSS $((rss / 10)) kB, PSS $((pss / 10)) kB, USS $((uss / 10)) kB"
+hyperfine -N --warmup 3 --runs 50 -n exec "$BERTH --root $W/state container exec ${ids[0]} true"
 for id in "${ids[@]}"; do $BERTH --root "$W/state" container rm -f "$id" >/dev/null; done

@@ -429,6 +429,10 @@ fn nothing_leaks_after_delete() {
     let id = env.run_d(&["-m", "64m", "--tmpfs", "/t", "-v", "vol:/v"], &["sleep", "100"]);
     assert!(!cgroup_dirs(&id).is_empty(), "no cgroup while running");
     let pid = env.inspect(&id)["State"]["Pid"].as_i64().unwrap();
+    // stats reads the cgroup: the 64 MiB limit shows, and one task.
+    let stats = env.ok(&["container", "stats", "--no-stream", &id]);
+    let row = stats.lines().nth(1).unwrap_or_default().to_string();
+    assert!(row.starts_with(&id[..12]) && row.contains("/ 64.00MiB") && row.ends_with(" 1"), "{stats}");
     env.ok(&["container", "rm", "-f", &id]);
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process left");
     assert!(cgroup_dirs(&id).is_empty(), "cgroup left");
