@@ -432,7 +432,10 @@ fn nothing_leaks_after_delete() {
     // stats reads the cgroup: the 64 MiB limit shows, and one task.
     let stats = env.ok(&["container", "stats", "--no-stream", &id]);
     let row = stats.lines().nth(1).unwrap_or_default().to_string();
-    assert!(row.starts_with(&id[..12]) && row.contains("/ 64.00MiB") && row.ends_with(" 1"), "{stats}");
+    assert!(
+        row.starts_with(&id[..12]) && row.contains("/ 64.00MiB") && row.ends_with(" 1"),
+        "{stats}"
+    );
     env.ok(&["container", "rm", "-f", &id]);
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process left");
     assert!(cgroup_dirs(&id).is_empty(), "cgroup left");
@@ -531,4 +534,36 @@ fn the_berth_binary_cannot_be_overwritten_from_inside() {
         vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY),
         "the supervisor's binary is on a writable mount"
     );
+}
+
+/// Runs berth under `script`, so it has a terminal, feeding `input` to it; returns output and exit code.
+fn with_terminal(env: &Env, args: &str, input: &str) -> (String, Option<i32>) {
+    use std::io::Write;
+    let cmd = format!("{} --root {} {args}", env!("CARGO_BIN_EXE_berth"), env.root.display());
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (text(&out.stdout).replace('\r', ""), out.status.code())
+}
+
+#[test]
+fn terminals_come_from_the_containers_own_devpts() {
+    let env = Env::new("tty");
+    let rootfs = env.rootfs.display().to_string();
+    let (out, code) = with_terminal(
+        &env,
+        &format!("container run -it --rm --rootfs {rootfs} sh"),
+        "tty; echo term=$TERM; exit 7\n",
+    );
+    assert_eq!(code, Some(7), "{out}");
+    assert!(out.contains("/dev/pts/0") && out.contains("term=xterm"), "{out}");
+    let id = env.run_d(&[], &["sleep", "100"]);
+    let (out, code) = with_terminal(&env, &format!("container exec -it {id} sh"), "tty; exit 3\n");
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("/dev/pts/"), "{out}");
 }

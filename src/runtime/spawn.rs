@@ -78,17 +78,24 @@ pub struct InitPlan {
     pub init: bool,
 }
 
-/// stdio of the new process: three fds (a pty slave three times for a tty).
+/// stdio of the new process.
 #[derive(Debug)]
-pub struct ChildStdio {
-    /// fd 0.
-    pub stdin: OwnedFd,
-    /// fd 1.
-    pub stdout: OwnedFd,
-    /// fd 2.
-    pub stderr: OwnedFd,
-    /// Make fd 0 the controlling terminal.
-    pub controlling_tty: bool,
+pub enum ChildStdio {
+    /// Three fds: 0, 1 and 2.
+    Fds {
+        /// fd 0.
+        stdin: OwnedFd,
+        /// fd 1.
+        stdout: OwnedFd,
+        /// fd 2.
+        stderr: OwnedFd,
+    },
+    /// A terminal allocated inside the container's own devpts, as Docker does (so `tty` and
+    /// `ttyname` work there); its master is sent back over this socket.
+    Pty {
+        /// One end of a socket pair; the supervisor receives the master on the other.
+        socket: OwnedFd,
+    },
 }
 
 /// A started child: its pid and the read end of its setup-error pipe.
@@ -248,8 +255,8 @@ fn init_setup(plan: &InitPlan, stdio: ChildStdio) -> Result<()> {
     } else if !plan.host_network {
         loopback_up()?;
     }
-    set_stdio(stdio)?;
     rootfs::setup(&plan.rootfs)?;
+    set_stdio(stdio)?;
     nix::unistd::sethostname(&plan.process.hostname).map_err(RuntimeError::sys("sethostname"))?;
     if let Some(d) = &plan.domainname {
         // SAFETY: pointer and length describe a valid byte slice.
@@ -267,21 +274,97 @@ fn init_setup(plan: &InitPlan, stdio: ChildStdio) -> Result<()> {
     Ok(())
 }
 
+/// Installs stdio in a new session. A pty is opened here, so this must run inside the container's root.
 fn set_stdio(stdio: ChildStdio) -> Result<()> {
     nix::unistd::setsid().map_err(RuntimeError::sys("setsid"))?;
-    for (fd, target) in [(&stdio.stdin, 0), (&stdio.stdout, 1), (&stdio.stderr, 2)] {
-        // SAFETY: dup2 onto 0..2 of this child; the source fds are valid and owned.
+    let dup_onto = |fd: &OwnedFd, target: i32| -> Result<()> {
+        // SAFETY: dup2 onto 0..2 of this child; the source fd is valid and owned.
         if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
             return Err(RuntimeError::sys(format!("dup2 onto fd {target}"))(nix::Error::last()));
         }
-    }
-    if stdio.controlling_tty {
-        // SAFETY: TIOCSCTTY on fd 0, a terminal, in a new session.
-        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
-            return Err(RuntimeError::sys("set controlling terminal")(nix::Error::last()));
+        Ok(())
+    };
+    match stdio {
+        ChildStdio::Fds { stdin, stdout, stderr } => {
+            dup_onto(&stdin, 0)?;
+            dup_onto(&stdout, 1)?;
+            dup_onto(&stderr, 2)?;
+        }
+        ChildStdio::Pty { socket } => {
+            let slave = open_pty_and_send_master(&socket)?;
+            for target in 0..3 {
+                dup_onto(&slave, target)?;
+            }
+            // SAFETY: TIOCSCTTY on fd 0, a terminal, in a new session.
+            if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+                return Err(RuntimeError::sys("set controlling terminal")(nix::Error::last()));
+            }
         }
     }
     Ok(())
+}
+
+/// Opens a pty pair on this root's /dev/ptmx, sends the master over `socket`, returns the slave.
+fn open_pty_and_send_master(socket: &OwnedFd) -> Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    let master = nix::fcntl::open(
+        "/dev/ptmx",
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(RuntimeError::sys("open /dev/ptmx"))?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK with a pointer to an int, then TIOCGPTPEER, which returns a new fd for the slave.
+    let slave = unsafe {
+        if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) < 0 {
+            return Err(RuntimeError::sys("unlock pty")(nix::Error::last()));
+        }
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if slave < 0 {
+        return Err(RuntimeError::sys("open pty slave")(nix::Error::last()));
+    }
+    // SAFETY: the kernel just returned this fd.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    let fds = [master.as_raw_fd()];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    let iov = [std::io::IoSlice::new(b"p")];
+    nix::sys::socket::sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        &cmsg,
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .map_err(RuntimeError::sys("send the pty master"))?;
+    Ok(slave)
+}
+
+/// Receives the pty master a child sent with `open_pty_and_send_master`; `None` if it ended first.
+pub fn receive_pty_master(socket: &OwnedFd) -> Option<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
+    for c in msg.cmsgs().ok()? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c
+            && let Some(fd) = fds.first()
+        {
+            // SAFETY: the kernel installed this fd in our table for us.
+            return Some(unsafe { OwnedFd::from_raw_fd(*fd) });
+        }
+    }
+    None
 }
 
 /// Brings `lo` up in a fresh network namespace.

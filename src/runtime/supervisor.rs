@@ -318,7 +318,9 @@ impl Supervisor {
             ),
             _ => None,
         };
-        let (stdio, outputs, stdin, pty) = make_stdio(spec.process.tty, spec.process.stdin).map_err(setup)?;
+        let (stdio, mut outputs, stdin, pty_socket) =
+            make_stdio(spec.process.tty, spec.process.stdin).map_err(setup)?;
+        let pty = pty_socket.is_some();
         let plan = InitPlan {
             rootfs: self.rootfs_plan(),
             process: self.process_plan(),
@@ -332,6 +334,11 @@ impl Supervisor {
         };
         let spawned = spawn::spawn_init(&plan, stdio).map_err(setup)?;
         drop(plan);
+        if let Some(sock) = &pty_socket
+            && let Some(master) = spawn::receive_pty_master(sock)
+        {
+            outputs.push(pty_output(master));
+        }
         if let Err(f) = spawn::read_setup_result(spawned.errors) {
             let _ = waitpid(spawned.pid, None);
             return Err((f.code, f.message));
@@ -863,12 +870,18 @@ impl Supervisor {
                 plan.privileged = true;
                 plan.seccomp = None;
             }
-            let (stdio, outputs, stdin, pty) = if x.detach {
+            let (stdio, mut outputs, stdin, pty_socket) = if x.detach {
                 null_stdio()?
             } else {
                 make_stdio(x.tty, x.stdin)?
             };
+            let pty = pty_socket.is_some();
             let spawned = spawn::spawn_exec(&ns, self.cgroup.as_ref(), &plan, stdio)?;
+            if let Some(sock) = &pty_socket
+                && let Some(master) = spawn::receive_pty_master(sock)
+            {
+                outputs.push(pty_output(master));
+            }
             if let Err(f) = spawn::read_setup_result(spawned.errors) {
                 // The process exists until reaped; the SIGCHLD path will find no session and reap it.
                 return Err(RuntimeError::Start {
@@ -1027,29 +1040,22 @@ enum Token {
     ExecOut(usize, usize),
 }
 
-type Stdio = (ChildStdio, Vec<Output>, Option<OwnedFd>, bool);
+/// What `make_stdio` prepares: the child's side, our output pipes, our stdin writer, and for a terminal
+/// the socket on which the child sends the pty master it opens inside the container.
+type Stdio = (ChildStdio, Vec<Output>, Option<OwnedFd>, Option<OwnedFd>);
 
-/// stdio for a new process: a pty, or pipes (stdin from a pipe when kept open, else /dev/null).
+/// stdio for a new process: a pty (opened by the child inside the container), or pipes (stdin from a
+/// pipe when kept open, else /dev/null).
 fn make_stdio(tty: bool, keep_stdin: bool) -> Result<Stdio> {
     if tty {
-        let pty = nix::pty::openpty(None, None).map_err(RuntimeError::sys("openpty"))?;
-        set_cloexec(&pty.master);
-        set_cloexec(&pty.slave);
-        set_nonblocking(pty.master.as_fd());
-        let dup = |fd: &OwnedFd| fd.try_clone().map_err(RuntimeError::io("dup", "pty"));
-        let stdio = ChildStdio {
-            stdin: dup(&pty.slave)?,
-            stdout: dup(&pty.slave)?,
-            stderr: pty.slave,
-            controlling_tty: true,
-        };
-        let out = Output {
-            fd: pty.master,
-            stream: Stream::Stdout,
-            partial: Vec::new(),
-            closed: false,
-        };
-        return Ok((stdio, vec![out], None, true));
+        let (ours, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(RuntimeError::sys("socketpair"))?;
+        return Ok((ChildStdio::Pty { socket: theirs }, Vec::new(), None, Some(ours)));
     }
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(RuntimeError::sys("pipe2"));
     let (out_r, out_w) = pipe()?;
@@ -1062,11 +1068,10 @@ fn make_stdio(tty: bool, keep_stdin: bool) -> Result<Stdio> {
     } else {
         (open_null()?, None)
     };
-    let stdio = ChildStdio {
+    let stdio = ChildStdio::Fds {
         stdin: stdin_child,
         stdout: out_w,
         stderr: err_w,
-        controlling_tty: false,
     };
     let outputs = vec![
         Output {
@@ -1082,17 +1087,26 @@ fn make_stdio(tty: bool, keep_stdin: bool) -> Result<Stdio> {
             closed: false,
         },
     ];
-    Ok((stdio, outputs, stdin_ours, false))
+    Ok((stdio, outputs, stdin_ours, None))
+}
+
+fn pty_output(master: OwnedFd) -> Output {
+    set_nonblocking(master.as_fd());
+    Output {
+        fd: master,
+        stream: Stream::Stdout,
+        partial: Vec::new(),
+        closed: false,
+    }
 }
 
 fn null_stdio() -> Result<Stdio> {
-    let stdio = ChildStdio {
+    let stdio = ChildStdio::Fds {
         stdin: open_null()?,
         stdout: open_null()?,
         stderr: open_null()?,
-        controlling_tty: false,
     };
-    Ok((stdio, Vec::new(), None, false))
+    Ok((stdio, Vec::new(), None, None))
 }
 
 fn open_null() -> Result<OwnedFd> {
@@ -1102,10 +1116,6 @@ fn open_null() -> Result<OwnedFd> {
         .open("/dev/null")
         .map(OwnedFd::from)
         .map_err(RuntimeError::io("open", "/dev/null"))
-}
-
-fn set_cloexec(fd: &OwnedFd) {
-    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
 }
 
 fn set_nonblocking(fd: BorrowedFd<'_>) {
