@@ -567,3 +567,28 @@ fn terminals_come_from_the_containers_own_devpts() {
     assert_eq!(code, Some(3), "{out}");
     assert!(out.contains("/dev/pts/"), "{out}");
 }
+
+#[test]
+fn signals_to_an_attached_run_reach_the_container() {
+    use std::io::BufRead;
+    let env = Env::new("sigproxy");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--root")
+        .arg(&env.root)
+        .args(["container", "run", "--rm", "--rootfs"])
+        .arg(&env.rootfs)
+        .args([
+            "sh",
+            "-c",
+            "trap 'echo got-int; exit 5' INT; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "got-int");
+    assert_eq!(child.wait().unwrap().code(), Some(5));
+}

@@ -449,6 +449,7 @@ fn run_container(rt: &Runtime, a: &RunArgs, out: &mut dyn Write) -> Result<i32> 
     }
     rt.start(&c, StartMode::AttachFirst)?;
     let c = rt.refresh(&c)?;
+    proxy_signals(rt, &c);
     let session = rt.attach(&c, a.interactive)?.into_stream();
     let code = stream_session(session, a.interactive, a.tty)?;
     Ok(code)
@@ -676,6 +677,34 @@ fn terminal_size() -> Option<(u16, u16)> {
     // SAFETY: TIOCGWINSZ fills a valid winsize.
     let r = unsafe { libc::ioctl(std::io::stdout().as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
     (r == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// Forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 received by this CLI to the
+/// container, like Docker's `--sig-proxy`. Call before spawning other threads: they inherit the mask.
+fn proxy_signals(rt: &Runtime, c: &Container) {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        set.add(s);
+    }
+    if set.thread_block().is_err() {
+        return;
+    }
+    let (rt, c) = (rt.clone(), c.clone());
+    std::thread::spawn(move || {
+        while let Ok(sig) = set.wait() {
+            if let Err(e) = rt.refresh(&c).and_then(|c| rt.kill(&c, sig as i32)) {
+                eprintln!("berth: forwarding {sig}: {e}");
+            }
+        }
+    });
 }
 
 /// Relays a streaming session: stdin frames out (when `stdin`), stdout/stderr frames in, until the exit
