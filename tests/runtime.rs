@@ -592,3 +592,39 @@ fn signals_to_an_attached_run_reach_the_container() {
     assert_eq!(lines.next().unwrap().unwrap(), "got-int");
     assert_eq!(child.wait().unwrap().code(), Some(5));
 }
+
+#[test]
+fn create_start_restart_and_berth_errors() {
+    let env = Env::new("lifecycle");
+    let rootfs = env.rootfs.display().to_string();
+    let id = env.ok(&[
+        "container",
+        "create",
+        "--name",
+        "later",
+        "--rootfs",
+        &rootfs,
+        "sh",
+        "-c",
+        "echo started",
+    ]);
+    assert_eq!(env.inspect("later")["State"]["Status"], "created");
+    assert_eq!(env.ok(&["container", "start", "later"]), "later\n");
+    assert_eq!(env.ok(&["container", "wait", "later"]), "0\n");
+    env.ok(&["container", "restart", "later"]);
+    env.ok(&["container", "wait", id.trim()]);
+    assert_eq!(env.ok(&["container", "logs", "later"]), "started\nstarted\n");
+    // The name is taken; a bad flag value is a berth error: exit code 125.
+    let out = env.run(&["--name", "later"], &["true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("already in use"), "{}", text(&out.stderr));
+    let out = env.run(&["-m", "lots"], &["true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    let out = env.berth(&["container", "rm", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no such container: nope"),
+        "{}",
+        text(&out.stderr)
+    );
+}

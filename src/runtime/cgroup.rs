@@ -464,3 +464,106 @@ impl Cgroup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+25 1 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+30 25 0:26 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+31 30 0:27 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+32 30 0:28 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+33 30 0:29 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+34 30 0:30 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+35 30 0:31 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
+36 30 0:32 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+37 30 0:33 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+    const UNIFIED: &str = "\
+25 1 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+30 25 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate
+";
+
+    #[test]
+    fn layouts_are_read_from_mountinfo() {
+        let Layout::V1 { controllers } = Layout::parse(HYBRID) else {
+            panic!("hybrid read as v2")
+        };
+        assert_eq!(
+            controllers.keys().collect::<Vec<_>>(),
+            ["cpu", "cpuacct", "freezer", "memory", "pids"]
+        );
+        assert_eq!(controllers["memory"], PathBuf::from("/sys/fs/cgroup/memory"));
+        assert_eq!(
+            Layout::parse(UNIFIED),
+            Layout::V2 {
+                root: PathBuf::from("/sys/fs/cgroup")
+            }
+        );
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("berth-cg-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn limits() -> Resources {
+        Resources {
+            memory: Some(64 << 20),
+            memory_reservation: Some(32 << 20),
+            cpus: Some(1.5),
+            cpu_shares: Some(512),
+            pids_limit: Some(20),
+        }
+    }
+
+    #[test]
+    fn v2_limits_are_written_as_runc_writes_them() {
+        let root = temp("v2");
+        std::fs::write(root.join("cgroup.controllers"), "cpu memory pids io").unwrap();
+        let cg = Cgroup::new(Layout::V2 { root: root.clone() }, "berth/abc");
+        cg.create(&limits()).unwrap();
+        let d = root.join("berth/abc");
+        let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+        assert_eq!(read("memory.max"), (64u64 << 20).to_string());
+        assert_eq!(read("memory.low"), (32u64 << 20).to_string());
+        assert_eq!(read("cpu.max"), "150000 100000");
+        assert_eq!(read("cpu.weight"), "20");
+        assert_eq!(read("pids.max"), "20");
+        assert_eq!(
+            std::fs::read_to_string(root.join("cgroup.subtree_control")).unwrap(),
+            "+cpu +memory +pids +io"
+        );
+        assert_eq!(
+            cg.container_mounts(),
+            vec![("cgroup2".to_string(), String::new(), PathBuf::new())]
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn v1_limits_and_device_rules_are_written_per_controller() {
+        let root = temp("v1");
+        let controllers: BTreeMap<String, PathBuf> = ["memory", "cpu", "pids", "devices"]
+            .iter()
+            .map(|c| (c.to_string(), root.join(c)))
+            .collect();
+        let cg = Cgroup::new(Layout::V1 { controllers }, "berth/abc");
+        cg.create(&limits()).unwrap();
+        let read = |c: &str, f: &str| std::fs::read_to_string(root.join(c).join("berth/abc").join(f)).unwrap();
+        assert_eq!(read("memory", "memory.limit_in_bytes"), (64u64 << 20).to_string());
+        assert_eq!(read("memory", "memory.soft_limit_in_bytes"), (32u64 << 20).to_string());
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "150000");
+        assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000");
+        assert_eq!(read("cpu", "cpu.shares"), "512");
+        assert_eq!(read("pids", "pids.max"), "20");
+        // Plain files keep only the last write; the real devices.allow appends rules.
+        assert_eq!(read("devices", "devices.deny"), "a");
+        assert_eq!(read("devices", "devices.allow"), "c 10:200 rwm");
+        assert_eq!(cg.paths().len(), 4);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
