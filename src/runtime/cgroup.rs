@@ -72,6 +72,20 @@ impl Layout {
     }
 }
 
+/// Delegates the controllers berth uses (those `dir` has) to its children. Best effort: a controller
+/// that cannot be enabled shows up later as a limit that cannot be written.
+fn enable_controllers(dir: &Path) {
+    let avail = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let want: Vec<String> = ["cpu", "memory", "pids", "io"]
+        .iter()
+        .filter(|c| avail.split_whitespace().any(|a| a == **c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if !want.is_empty() {
+        let _ = std::fs::write(dir.join("cgroup.subtree_control"), want.join(" "));
+    }
+}
+
 /// Usage numbers read from a cgroup.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CgroupStats {
@@ -143,30 +157,14 @@ impl Cgroup {
     pub fn create(&self, res: &Resources) -> Result<()> {
         match &self.layout {
             Layout::V2 { root } => {
-                // Enable controllers down to our parent.
+                // Enable the controllers in every ancestor's subtree_control, down to our parent.
                 let mut dir = root.clone();
                 for c in self.rel.parent().into_iter().flat_map(|p| p.components()) {
-                    let avail = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-                    let want: Vec<String> = ["cpu", "memory", "pids", "io"]
-                        .iter()
-                        .filter(|c| avail.split_whitespace().any(|a| a == **c))
-                        .map(|c| format!("+{c}"))
-                        .collect();
-                    if !want.is_empty() {
-                        let _ = std::fs::write(dir.join("cgroup.subtree_control"), want.join(" "));
-                    }
+                    enable_controllers(&dir);
                     dir = dir.join(c);
                     std::fs::create_dir_all(&dir).map_err(RuntimeError::io("create cgroup", &dir))?;
                 }
-                let avail = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-                let want: Vec<String> = ["cpu", "memory", "pids"]
-                    .iter()
-                    .filter(|c| avail.split_whitespace().any(|a| a == **c))
-                    .map(|c| format!("+{c}"))
-                    .collect();
-                if !want.is_empty() {
-                    let _ = std::fs::write(dir.join("cgroup.subtree_control"), want.join(" "));
-                }
+                enable_controllers(&dir);
                 let me = root.join(&self.rel);
                 std::fs::create_dir_all(&me).map_err(RuntimeError::io("create cgroup", &me))?;
             }

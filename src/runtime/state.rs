@@ -224,21 +224,15 @@ pub struct FileLock {
 impl FileLock {
     /// Blocks until the lock on `path` (created if missing) is ours.
     pub fn exclusive(path: &Path) -> Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(RuntimeError::io("open lock", path))?;
-        // SAFETY: flock on a valid, owned fd.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(RuntimeError::io("lock", path)(std::io::Error::last_os_error()));
-        }
-        Ok(FileLock { _file: file })
+        Self::take(path, libc::LOCK_EX)?.ok_or_else(|| RuntimeError::io("lock", path)(std::io::Error::last_os_error()))
     }
 
     /// Takes the lock without waiting; `None` when someone else holds it.
     pub fn try_exclusive(path: &Path) -> Result<Option<Self>> {
+        Self::take(path, libc::LOCK_EX | libc::LOCK_NB)
+    }
+
+    fn take(path: &Path, op: libc::c_int) -> Result<Option<Self>> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -246,7 +240,7 @@ impl FileLock {
             .open(path)
             .map_err(RuntimeError::io("open lock", path))?;
         // SAFETY: flock on a valid, owned fd.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
             return Ok(None);
         }
         Ok(Some(FileLock { _file: file }))
