@@ -300,6 +300,14 @@ pub struct ExecArgs {
 
 /// Runs a `container` verb.
 pub fn run(cli: &Cli, cmd: &ContainerCommand, out: &mut dyn Write) -> Result<i32> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("berth: containers need root (namespaces, mounts and cgroups); run berth with sudo");
+        return Ok(if matches!(cmd, ContainerCommand::Run(_)) {
+            BERTH_ERROR
+        } else {
+            1
+        });
+    }
     let rt = Runtime::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
     match cmd {
         ContainerCommand::Run(a) => Ok(match run_container(&rt, a, out) {

@@ -7,22 +7,24 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// A file-system operation failed on a path.
-    #[error("{op} {path}: {source}")]
+    // The cause is part of the message and deliberately not a `source`: callers print the message
+    // (to clients, logs and error frames), and a chain would repeat it.
+    #[error("{op} {path}: {error}")]
     Io {
         /// What was being done ("create", "read", "mount", …).
         op: &'static str,
         /// The path it was done to.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A system call failed.
-    #[error("{op}: {source}")]
+    #[error("{op}: {errno}")]
     Sys {
         /// What was being done, with its arguments.
         op: String,
         /// The errno.
-        source: nix::Error,
+        errno: nix::Error,
     },
     /// A cgroup could not be created, configured or read.
     #[error("cgroup {path}: {message}")]
@@ -90,12 +92,12 @@ impl RuntimeError {
     /// Wraps an I/O error with the operation and path.
     pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| RuntimeError::Io { op, path, source }
+        move |error| RuntimeError::Io { op, path, error }
     }
 
     /// Wraps an errno with a description of the call.
     pub fn sys(op: impl Into<String>) -> impl FnOnce(nix::Error) -> Self {
         let op = op.into();
-        move |source| RuntimeError::Sys { op, source }
+        move |errno| RuntimeError::Sys { op, errno }
     }
 }

@@ -161,7 +161,7 @@ fn mount_overlay(plan: &RootfsPlan) -> Result<()> {
     )
     .map_err(|e| RuntimeError::Sys {
         op: format!("mount overlay on {} ({data})", plan.merged.display()),
-        source: e,
+        errno: e,
     })
 }
 
@@ -186,7 +186,7 @@ fn open_root(merged: &Path) -> Result<OwnedFd> {
     )
     .map_err(|e| RuntimeError::Sys {
         op: format!("open {}", merged.display()),
-        source: e,
+        errno: e,
     })
 }
 
@@ -212,7 +212,7 @@ fn resolve_in_root(root: &OwnedFd, target: &str, kind: Kind) -> Result<OwnedFd> 
         Err(e) => {
             return Err(RuntimeError::Sys {
                 op: format!("resolve mount target {target}"),
-                source: e,
+                errno: e,
             });
         }
     }
@@ -237,7 +237,7 @@ fn resolve_in_root(root: &OwnedFd, target: &str, kind: Kind) -> Result<OwnedFd> 
                 )
                 .map_err(|e| RuntimeError::Sys {
                     op: format!("open parent of mount target {target}"),
-                    source: e,
+                    errno: e,
                 })?;
                 let created = if last && kind == Kind::File {
                     nix::fcntl::openat(
@@ -255,19 +255,19 @@ fn resolve_in_root(root: &OwnedFd, target: &str, kind: Kind) -> Result<OwnedFd> 
                     Err(e) => {
                         return Err(RuntimeError::Sys {
                             op: format!("create mount target {target}"),
-                            source: e,
+                            errno: e,
                         });
                     }
                 }
                 parent = openat2(root.as_fd(), prefix.as_path(), how()).map_err(|e| RuntimeError::Sys {
                     op: format!("resolve mount target {target}"),
-                    source: e,
+                    errno: e,
                 })?;
             }
             Err(e) => {
                 return Err(RuntimeError::Sys {
                     op: format!("resolve mount target {target}"),
-                    source: e,
+                    errno: e,
                 });
             }
         }
@@ -318,7 +318,7 @@ fn mount_in(
     let fd = resolve_in_root(root, target, Kind::Dir)?;
     mount(source, fd_path(&fd).as_str(), Some(fstype), flags, data).map_err(|e| RuntimeError::Sys {
         op: format!("mount {fstype} on {target}"),
-        source: e,
+        errno: e,
     })
 }
 
@@ -341,7 +341,7 @@ fn bind_in(
     }
     mount(Some(host), path.as_str(), None::<&str>, flags, None::<&str>).map_err(|e| RuntimeError::Sys {
         op: format!("bind {} on {target}", host.display()),
-        source: e,
+        errno: e,
     })?;
     if read_only {
         // A fresh fd: the old one names the covered directory, not the new mount.
@@ -350,7 +350,7 @@ fn bind_in(
         mount(None::<&str>, fd_path(&fd).as_str(), None::<&str>, flags, None::<&str>).map_err(|e| {
             RuntimeError::Sys {
                 op: format!("remount {target} read-only"),
-                source: e,
+                errno: e,
             }
         })?;
     }
@@ -358,7 +358,7 @@ fn bind_in(
         let fd = resolve_in_root(root, target, kind)?;
         mount(None::<&str>, fd_path(&fd).as_str(), None::<&str>, p, None::<&str>).map_err(|e| RuntimeError::Sys {
             op: format!("set propagation of {target}"),
-            source: e,
+            errno: e,
         })?;
     }
     Ok(())
@@ -391,7 +391,7 @@ fn mount_dev(root: &OwnedFd, shm_size: u64) -> Result<()> {
         )
         .map_err(|e| RuntimeError::Sys {
             op: format!("mknod /dev/{name}"),
-            source: e,
+            errno: e,
         })?;
         // mknod honours the umask; set the mode explicitly.
         nix::sys::stat::fchmodat(
@@ -402,7 +402,7 @@ fn mount_dev(root: &OwnedFd, shm_size: u64) -> Result<()> {
         )
         .map_err(|e| RuntimeError::Sys {
             op: format!("chmod /dev/{name}"),
-            source: e,
+            errno: e,
         })?;
     }
     for (link, to) in [
@@ -415,7 +415,7 @@ fn mount_dev(root: &OwnedFd, shm_size: u64) -> Result<()> {
     ] {
         nix::unistd::symlinkat(to, dev.as_fd(), link).map_err(|e| RuntimeError::Sys {
             op: format!("symlink /dev/{link}"),
-            source: e,
+            errno: e,
         })?;
     }
     drop(dev);
@@ -568,7 +568,7 @@ fn mask_paths() -> Result<()> {
         };
         r.map_err(|e| RuntimeError::Sys {
             op: format!("mask {p}"),
-            source: e,
+            errno: e,
         })?;
     }
     Ok(())
@@ -580,7 +580,7 @@ fn remount_readonly(p: &str) -> Result<()> {
     }
     let err = |e| RuntimeError::Sys {
         op: format!("make {p} read-only"),
-        source: e,
+        errno: e,
     };
     mount(
         Some(p),

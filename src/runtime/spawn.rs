@@ -148,7 +148,7 @@ fn clone3(flags: CloneFlags) -> Result<i32> {
     if r < 0 {
         return Err(RuntimeError::Sys {
             op: format!("clone3({flags:?})"),
-            source: nix::Error::last(),
+            errno: nix::Error::last(),
         });
     }
     Ok(r as i32)
@@ -414,7 +414,7 @@ fn set_rlimit(name: &str, soft: u64, hard: u64) -> Result<()> {
     };
     setrlimit(r, soft, hard).map_err(|e| RuntimeError::Sys {
         op: format!("setrlimit {name}={soft}:{hard} (the hard limit cannot be raised without CAP_SYS_RESOURCE)"),
-        source: e,
+        errno: e,
     })
 }
 
