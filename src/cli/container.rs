@@ -154,15 +154,8 @@ pub struct RunArgs {
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
-    /// Run in the background and print the container id.
-    #[arg(short, long)]
-    detach: bool,
-    /// Keep stdin open.
-    #[arg(short, long)]
-    interactive: bool,
-    /// Allocate a pseudo-terminal.
-    #[arg(short, long)]
-    tty: bool,
+    #[command(flatten)]
+    io: Interaction,
     /// Container name.
     #[arg(long)]
     name: Option<String>,
@@ -267,10 +260,10 @@ pub struct RunArgs {
     command: Vec<String>,
 }
 
-/// Flags of `exec`.
+/// `-d`, `-i` and `-t`, shared by `run`, `create` and `exec`.
 #[derive(Debug, Args)]
-pub struct ExecArgs {
-    /// Run in the background.
+pub struct Interaction {
+    /// Run in the background (`run`: print the container id).
     #[arg(short, long)]
     detach: bool,
     /// Keep stdin open.
@@ -279,6 +272,13 @@ pub struct ExecArgs {
     /// Allocate a pseudo-terminal.
     #[arg(short, long)]
     tty: bool,
+}
+
+/// Flags of `exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    io: Interaction,
     /// Environment variables.
     #[arg(short, long = "env")]
     env: Vec<String>,
@@ -445,7 +445,7 @@ fn run_container(rt: &Runtime, a: &RunArgs, out: &mut dyn Write) -> Result<i32> 
     let mut spec = build_spec(a, rt)?;
     spec.auto_remove = a.rm;
     let c = rt.create(spec)?;
-    if a.detach {
+    if a.io.detach {
         if let Err(e) = rt.start(&c, StartMode::Detached) {
             if a.rm {
                 let _ = rt.delete(&rt.refresh(&c)?, true);
@@ -458,8 +458,8 @@ fn run_container(rt: &Runtime, a: &RunArgs, out: &mut dyn Write) -> Result<i32> 
     rt.start(&c, StartMode::AttachFirst)?;
     let c = rt.refresh(&c)?;
     proxy_signals(rt, &c);
-    let session = rt.attach(&c, a.interactive)?.into_stream();
-    let code = stream_session(session, a.interactive, a.tty)?;
+    let session = rt.attach(&c, a.io.interactive)?.into_stream();
+    let code = stream_session(session, a.io.interactive, a.io.tty)?;
     Ok(code)
 }
 
@@ -536,8 +536,8 @@ fn build_spec(a: &RunArgs, rt: &Runtime) -> Result<ContainerSpec> {
     spec.process.user = a.user.clone().unwrap_or_default();
     spec.process.group_add = a.group_add.clone();
     spec.process.working_dir = a.workdir.clone();
-    spec.process.tty = a.tty;
-    spec.process.stdin = a.interactive;
+    spec.process.tty = a.io.tty;
+    spec.process.stdin = a.io.interactive;
     for u in &a.ulimit {
         let (name, limits) = u.split_once('=').ok_or_else(|| anyhow!("invalid ulimit {u:?}"))?;
         let (soft, hard) = limits.split_once(':').unwrap_or((limits, limits));
@@ -787,13 +787,13 @@ fn exec(rt: &Runtime, a: &ExecArgs, out: &mut dyn Write) -> Result<i32> {
         env: a.env.iter().map(|e| env_entry(e)).collect(),
         user: a.user.clone(),
         working_dir: a.workdir.clone(),
-        tty: a.tty,
-        stdin: a.interactive,
+        tty: a.io.tty,
+        stdin: a.io.interactive,
         privileged: a.privileged,
-        detach: a.detach,
+        detach: a.io.detach,
     };
     let client = rt.exec(&c, req)?;
-    if a.detach {
+    if a.io.detach {
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(client.into_stream()), &mut line)?;
         return match serde_json::from_str::<control::Response>(&line) {
@@ -806,7 +806,7 @@ fn exec(rt: &Runtime, a: &ExecArgs, out: &mut dyn Write) -> Result<i32> {
             }
         };
     }
-    stream_session(client.into_stream(), a.interactive, a.tty)
+    stream_session(client.into_stream(), a.io.interactive, a.io.tty)
 }
 
 /// Docker's human durations: "Less than a second", "5 seconds", "About a minute", "3 hours", …
