@@ -458,10 +458,23 @@ fn mount_sys(root: &OwnedFd, plan: &RootfsPlan) -> Result<()> {
         bind_in(root, Path::new("/sys"), "/sys", !plan.privileged, true, None)?;
         return Ok(());
     }
-    mount_in(root, "/sys", Some("sysfs"), "sysfs", nosuid_noexec_nodev() | ro, None)?;
-    if plan.cgroup_mounts.is_empty() {
+    mount_in(root, "/sys", Some("sysfs"), "sysfs", nosuid_noexec_nodev() | ro, None)
+}
+
+/// Mounts the container's cgroup hierarchies read-only at /sys/fs/cgroup. Runs after pivot_root, once the
+/// process has joined its cgroup and unshared the cgroup namespace, so each hierarchy shows the
+/// container's own cgroup as its root.
+pub fn mount_cgroups(plan: &RootfsPlan) -> Result<()> {
+    if plan.cgroup_mounts.is_empty() || plan.host_network {
         return Ok(());
     }
+    let root = open_root(Path::new("/"))?;
+    let root = &root;
+    let ro = if plan.privileged {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_RDONLY
+    };
     let v2 = plan.cgroup_mounts.iter().any(|(t, _, _)| t == "cgroup2");
     if !v2 {
         mount_in(

@@ -170,17 +170,43 @@ pub fn spawn_init(plan: &InitPlan, stdio: ChildStdio) -> Result<Spawned> {
     if plan.netns.is_none() && !plan.host_network {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    if plan.cgroup.is_some() {
-        // The cgroup namespace must be created after joining the cgroup; do it in the child.
-        flags.remove(CloneFlags::CLONE_NEWCGROUP);
-    }
+    // The cgroup namespace must be created after joining the cgroup: the child does it once we say so.
+    let joined = match plan.cgroup {
+        Some(_) => {
+            flags.remove(CloneFlags::CLONE_NEWCGROUP);
+            Some(pipe()?)
+        }
+        None => None,
+    };
     let pid = clone3(flags)?;
     if pid == 0 {
         drop(err_r);
-        let e = init_child(plan, stdio, &err_w);
+        let joined_r = joined.map(|(r, w)| {
+            drop(w);
+            r
+        });
+        let e = init_child(plan, stdio, joined_r, &err_w);
         fail(&err_w, e)
     }
     drop(err_w);
+    if let (Some(cg), Some((joined_r, joined_w))) = (&plan.cgroup, joined) {
+        drop(joined_r);
+        // The first migration after a quiet period waits for an RCU grace period (~10 ms); the child
+        // mounts its file system meanwhile and waits only before it needs the cgroup.
+        if let Err(e) = cg.add_process(pid) {
+            // The child may have failed (and exited) first: its own report names the real cause.
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+            return Err(match read_setup_result(err_r) {
+                Err(f) => RuntimeError::Start {
+                    code: f.code,
+                    message: f.message,
+                },
+                Ok(()) => e,
+            });
+        }
+        let _ = nix::unistd::write(&joined_w, b"j");
+    }
     Ok(Spawned {
         pid: Pid::from_raw(pid),
         errors: err_r,
@@ -222,8 +248,8 @@ pub fn read_setup_result(errors: OwnedFd) -> Result<(), ExecFailure> {
     })
 }
 
-fn init_child(plan: &InitPlan, stdio: ChildStdio, err_w: &OwnedFd) -> ExecFailure {
-    match init_setup(plan, stdio) {
+fn init_child(plan: &InitPlan, stdio: ChildStdio, joined: Option<OwnedFd>, err_w: &OwnedFd) -> ExecFailure {
+    match init_setup(plan, stdio, joined) {
         Ok(()) => {}
         Err(e) => return setup_err(e),
     }
@@ -241,21 +267,28 @@ fn reset_signals() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
-fn init_setup(plan: &InitPlan, stdio: ChildStdio) -> Result<()> {
+fn init_setup(plan: &InitPlan, stdio: ChildStdio, joined: Option<OwnedFd>) -> Result<()> {
     reset_signals();
     // The container must not outlive its supervisor, and nothing in it may ptrace this berth image.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(RuntimeError::sys("set pdeathsig"))?;
     nix::sys::prctl::set_dumpable(false).map_err(RuntimeError::sys("set dumpable"))?;
-    if let Some(cg) = &plan.cgroup {
-        cg.add_process(0)?;
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(RuntimeError::sys("unshare cgroup namespace"))?;
-    }
     if let Some(fd) = &plan.netns {
         nix::sched::setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(RuntimeError::sys("join network namespace"))?;
     } else if !plan.host_network {
         loopback_up()?;
     }
     rootfs::setup(&plan.rootfs)?;
+    if let Some(joined) = joined {
+        // The supervisor moves us into the container's cgroup while we mount; wait for it.
+        let mut byte = [0u8; 1];
+        if nix::unistd::read(&joined, &mut byte) != Ok(1) {
+            return Err(RuntimeError::Spec(
+                "the supervisor did not move the process into its cgroup".into(),
+            ));
+        }
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(RuntimeError::sys("unshare cgroup namespace"))?;
+    }
+    rootfs::mount_cgroups(&plan.rootfs)?;
     set_stdio(stdio)?;
     nix::unistd::sethostname(&plan.process.hostname).map_err(RuntimeError::sys("sethostname"))?;
     if let Some(d) = &plan.domainname {

@@ -300,7 +300,10 @@ impl Supervisor {
     }
 
     fn spawn_main(&mut self) -> std::result::Result<(), (i32, String)> {
-        let setup = |e: RuntimeError| (spawn::SETUP_FAILED, e.to_string());
+        let setup = |e: RuntimeError| match e {
+            RuntimeError::Start { code, message } => (code, message),
+            e => (spawn::SETUP_FAILED, e.to_string()),
+        };
         let spec = &self.cfg.spec;
         let netns = match &spec.network {
             NetworkSpec::Path(p) => Some(
