@@ -2,7 +2,7 @@
 //! pause, exec, top, stats, logs, delete — as seen from a CLI process. Long-lived work happens in the
 //! per-container supervisor; this side only records, spawns and asks.
 
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -647,7 +647,8 @@ fn spawn_supervisor(root: &Path, id: &str, mode: StartMode) -> Result<()> {
     drop(ready_w);
     drop(exe);
     let mut msg = String::new();
-    let _ = std::fs::File::from(ready_r).read_to_string(&mut msg);
+    // One line, not to EOF: a container process held before its command shares the pipe until it runs.
+    let _ = std::io::BufReader::new(std::fs::File::from(ready_r)).read_line(&mut msg);
     if msg.starts_with("ok") {
         return Ok(());
     }

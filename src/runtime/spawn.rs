@@ -105,6 +105,18 @@ pub struct Spawned {
     pub pid: Pid,
     /// Read end of the error pipe; EOF with no data means exec succeeded.
     pub errors: OwnedFd,
+    /// For a held child: writing a byte here lets it execute its command.
+    pub go: Option<OwnedFd>,
+}
+
+impl Spawned {
+    /// Lets a held child run its command (see `spawn_init`).
+    pub fn release(&mut self) {
+        if let Some(go) = self.go.take() {
+            // A child that already failed has closed its end; its error is on the error pipe.
+            let _ = nix::unistd::write(&go, b"g");
+        }
+    }
 }
 
 #[repr(C)]
@@ -159,9 +171,12 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Clones the container's first process into new namespaces and runs its setup. Returns once the child
-/// exists; the caller reads `errors` to learn whether it reached `execve`.
-pub fn spawn_init(plan: &InitPlan, stdio: ChildStdio) -> Result<Spawned> {
+/// exists; the caller reads `errors` to learn whether it reached `execve`. With `hold`, the child stops
+/// just before executing its command until `Spawned::release`, so the whole setup can happen while
+/// a client is still attaching.
+pub fn spawn_init(plan: &InitPlan, stdio: ChildStdio, hold: bool) -> Result<Spawned> {
     let (err_r, err_w) = pipe()?;
+    let go = if hold { Some(pipe()?) } else { None };
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
@@ -185,10 +200,18 @@ pub fn spawn_init(plan: &InitPlan, stdio: ChildStdio) -> Result<Spawned> {
             drop(w);
             r
         });
-        let e = init_child(plan, stdio, joined_r, &err_w);
+        let go_r = go.map(|(r, w)| {
+            drop(w);
+            r
+        });
+        let e = init_child(plan, stdio, joined_r, go_r, &err_w);
         fail(&err_w, e)
     }
     drop(err_w);
+    let go = go.map(|(r, w)| {
+        drop(r);
+        w
+    });
     if let (Some(cg), Some((joined_r, joined_w))) = (&plan.cgroup, joined) {
         drop(joined_r);
         // The first migration after a quiet period waits for an RCU grace period (~10 ms); the child
@@ -210,6 +233,7 @@ pub fn spawn_init(plan: &InitPlan, stdio: ChildStdio) -> Result<Spawned> {
     Ok(Spawned {
         pid: Pid::from_raw(pid),
         errors: err_r,
+        go,
     })
 }
 
@@ -248,7 +272,13 @@ pub fn read_setup_result(errors: OwnedFd) -> Result<(), ExecFailure> {
     })
 }
 
-fn init_child(plan: &InitPlan, stdio: ChildStdio, joined: Option<OwnedFd>, err_w: &OwnedFd) -> ExecFailure {
+fn init_child(
+    plan: &InitPlan,
+    stdio: ChildStdio,
+    joined: Option<OwnedFd>,
+    go: Option<OwnedFd>,
+    err_w: &OwnedFd,
+) -> ExecFailure {
     match init_setup(plan, stdio, joined) {
         Ok(()) => {}
         Err(e) => return setup_err(e),
@@ -256,7 +286,7 @@ fn init_child(plan: &InitPlan, stdio: ChildStdio, joined: Option<OwnedFd>, err_w
     if let Err(e) = rootfs::finish(&plan.rootfs) {
         return setup_err(e);
     }
-    confine_and_exec(&plan.process, plan.init, err_w)
+    confine_and_exec(&plan.process, plan.init, go, err_w)
 }
 
 /// A new process starts with the default signal state, not the supervisor's (which blocks SIGCHLD and
@@ -452,7 +482,7 @@ fn set_rlimit(name: &str, soft: u64, hard: u64) -> Result<()> {
 }
 
 /// Identity, capabilities, no_new_privs and seccomp, then exec. Runs inside the container's root.
-fn confine_and_exec(p: &ProcessPlan, init: bool, err_w: &OwnedFd) -> ExecFailure {
+fn confine_and_exec(p: &ProcessPlan, init: bool, go: Option<OwnedFd>, err_w: &OwnedFd) -> ExecFailure {
     let passwd = std::fs::read_to_string("/etc/passwd").ok();
     let group = std::fs::read_to_string("/etc/group").ok();
     let user = match process::resolve_user(&p.user, &p.group_add, passwd.as_deref(), group.as_deref()) {
@@ -506,6 +536,15 @@ fn confine_and_exec(p: &ProcessPlan, init: bool, err_w: &OwnedFd) -> ExecFailure
             && let Err(e) = f.install()
         {
             return setup_err(e);
+        }
+    }
+    if let Some(go) = go {
+        let mut byte = [0u8; 1];
+        if nix::unistd::read(&go, &mut byte) != Ok(1) {
+            return ExecFailure {
+                code: SETUP_FAILED,
+                message: "the supervisor ended before the container was started".into(),
+            };
         }
     }
     if init {
@@ -705,6 +744,7 @@ pub fn spawn_exec(
     Ok(Spawned {
         pid: Pid::from_raw(i32::from_le_bytes(buf)),
         errors: err_r,
+        go: None,
     })
 }
 
@@ -741,7 +781,7 @@ fn exec_intermediate(
     if pid == 0 {
         let e = (|| -> Result<(), ExecFailure> {
             set_stdio(stdio).map_err(setup_err)?;
-            Err(confine_and_exec(plan, false, err_w))
+            Err(confine_and_exec(plan, false, None, err_w))
         })();
         match e {
             Err(f) => fail(err_w, f),

@@ -76,6 +76,14 @@ struct Output {
     closed: bool,
 }
 
+/// A first process that is set up and waits for `release_main`.
+struct Held {
+    spawned: spawn::Spawned,
+    outputs: Vec<Output>,
+    stdin: Option<OwnedFd>,
+    pty_socket: Option<OwnedFd>,
+}
+
 struct MainProc {
     pid: Pid,
     outputs: Vec<Output>,
@@ -118,6 +126,7 @@ struct Supervisor {
     sigfd: SignalFd,
     log: std::fs::File,
     main: Option<MainProc>,
+    held: Option<Held>,
     conns: Vec<Option<Conn>>,
     execs: Vec<ExecSession>,
     pending_stdin: VecDeque<Vec<u8>>,
@@ -176,6 +185,7 @@ impl Supervisor {
             sigfd,
             log,
             main: None,
+            held: None,
             conns: Vec::new(),
             execs: Vec::new(),
             pending_stdin: VecDeque::new(),
@@ -198,7 +208,7 @@ impl Supervisor {
         }
         if attach_wait {
             sup.attach_deadline = Some(Instant::now() + Duration::from_secs(30));
-            sup.notify_ready(Ok(()));
+            sup.prepare_main();
         } else {
             sup.start_main();
         }
@@ -280,14 +290,30 @@ impl Supervisor {
         }
     }
 
-    /// Starts the container's first process; on failure records it and ends supervision.
+    /// Sets the container's first process up and holds it before its command, until a client attaches.
+    fn prepare_main(&mut self) {
+        let r = self.spawn_main(true);
+        self.settle_start(r);
+    }
+
+    /// Starts the container's first process (releasing a held one); on failure records it and ends
+    /// supervision.
     fn start_main(&mut self) {
         self.attach_deadline = None;
-        match self.spawn_main() {
+        let r = match self.held.take() {
+            Some(held) => self.release_main(held),
+            None => self.spawn_main(false),
+        };
+        self.settle_start(r);
+    }
+
+    fn settle_start(&mut self, r: std::result::Result<(), (i32, String)>) {
+        match r {
             Ok(()) => {
                 self.notify_ready(Ok(()));
             }
             Err((code, message)) => {
+                self.attach_deadline = None;
                 self.state.status = Status::Exited;
                 self.state.exit_code = Some(code);
                 self.state.error = Some(message.clone());
@@ -299,7 +325,9 @@ impl Supervisor {
         }
     }
 
-    fn spawn_main(&mut self) -> std::result::Result<(), (i32, String)> {
+    /// Clones and sets up the first process; with `hold` it waits before its command and is kept in
+    /// `self.held`, otherwise it is released at once.
+    fn spawn_main(&mut self, hold: bool) -> std::result::Result<(), (i32, String)> {
         let setup = |e: RuntimeError| match e {
             RuntimeError::Start { code, message } => (code, message),
             e => (spawn::SETUP_FAILED, e.to_string()),
@@ -321,9 +349,7 @@ impl Supervisor {
             ),
             _ => None,
         };
-        let (stdio, mut outputs, stdin, pty_socket) =
-            make_stdio(spec.process.tty, spec.process.stdin).map_err(setup)?;
-        let pty = pty_socket.is_some();
+        let (stdio, outputs, stdin, pty_socket) = make_stdio(spec.process.tty, spec.process.stdin).map_err(setup)?;
         let plan = InitPlan {
             rootfs: self.rootfs_plan(),
             process: self.process_plan(),
@@ -335,8 +361,31 @@ impl Supervisor {
             cgroup: self.cgroup.clone(),
             init: spec.init,
         };
-        let spawned = spawn::spawn_init(&plan, stdio).map_err(setup)?;
+        let spawned = spawn::spawn_init(&plan, stdio, hold).map_err(setup)?;
         drop(plan);
+        let held = Held {
+            spawned,
+            outputs,
+            stdin,
+            pty_socket,
+        };
+        if hold {
+            self.held = Some(held);
+            return Ok(());
+        }
+        self.release_main(held)
+    }
+
+    /// Lets a set-up process run its command and records it as running.
+    fn release_main(&mut self, held: Held) -> std::result::Result<(), (i32, String)> {
+        let Held {
+            mut spawned,
+            mut outputs,
+            stdin,
+            pty_socket,
+        } = held;
+        let pty = pty_socket.is_some();
+        spawned.release();
         if let Some(sock) = &pty_socket
             && let Some(master) = spawn::receive_pty_master(sock)
         {
