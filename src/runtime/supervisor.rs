@@ -644,6 +644,18 @@ impl Supervisor {
     fn begin_stop(&mut self, sig: Signal, timeout: u64) {
         self.state.stopped_by_user = true;
         self.restart_at = None;
+        if let Some(held) = self.held.take() {
+            // Set up but never started: it has nothing to stop gracefully.
+            let _ = nix::sys::signal::kill(held.spawned.pid, Signal::SIGKILL);
+            let _ = waitpid(held.spawned.pid, None);
+            self.attach_deadline = None;
+            self.state.status = Status::Exited;
+            self.state.exit_code = Some(128 + Signal::SIGKILL as i32);
+            self.state.finished_at = Some(now());
+            let _ = self.dir.write_state(&self.state);
+            self.finish(128 + Signal::SIGKILL as i32, "stopped before it started");
+            return;
+        }
         let Some(m) = &self.main else {
             if self.state.status == Status::Restarting {
                 self.state.status = Status::Exited;
