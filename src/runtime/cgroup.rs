@@ -234,6 +234,11 @@ impl Cgroup {
         Cgroup { layout, rel }
     }
 
+    /// The cgroup of container `id`, `berth/<id>` under this host's hierarchies (reads the mount table).
+    pub fn for_container(id: &str) -> Result<Cgroup> {
+        Ok(Cgroup::new(Layout::detect()?, Path::new("berth").join(id)))
+    }
+
     /// mkdir -p in each used controller (skipping v1 controllers that are not mounted), with what the kernel needs
     /// before a task can join (v1 cpuset inherited from the parent, v2 controllers enabled in the ancestors), Docker's
     /// v1 device rules, and the limits.

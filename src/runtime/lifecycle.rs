@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::cgroup::{Cgroup, CgroupStats, Layout};
+use super::cgroup::{Cgroup, CgroupStats};
 use super::control::{Client, ExecRequest, Request, Response};
 use super::error::{Result, RuntimeError};
 use super::spec::{ContainerSpec, NetworkSpec};
@@ -45,12 +45,9 @@ impl Container {
     pub fn is_running(&self) -> bool {
         matches!(self.state.status, Status::Running | Status::Paused | Status::Restarting)
     }
-    /// The cgroup (no I/O).
+    /// The cgroup.
     pub fn cgroup(&self) -> Result<Cgroup> {
-        Ok(Cgroup::new(
-            Layout::detect()?,
-            PathBuf::from("berth").join(&self.config.id),
-        ))
+        Cgroup::for_container(&self.config.id)
     }
 }
 
@@ -112,7 +109,7 @@ impl Runtime {
                 std::fs::write(&p, body).map_err(RuntimeError::io("write", &p))
             };
             write("hostname", format!("{hostname}\n"))?;
-            write("hosts", hosts_file(&spec, &hostname))?;
+            write("hosts", hosts_file(&spec))?;
             write("resolv.conf", resolv_conf(&spec))?;
             let config = ContainerConfig {
                 id: id.clone(),
@@ -486,7 +483,7 @@ fn validate(spec: &ContainerSpec) -> Result<()> {
     Ok(())
 }
 
-fn hosts_file(spec: &ContainerSpec, hostname: &str) -> String {
+fn hosts_file(spec: &ContainerSpec) -> String {
     if spec.network == NetworkSpec::Host {
         return std::fs::read_to_string("/etc/hosts").unwrap_or_default();
     }
@@ -496,7 +493,6 @@ fn hosts_file(spec: &ContainerSpec, hostname: &str) -> String {
     for (host, addr) in &spec.extra_hosts {
         s.push_str(&format!("{addr}\t{host}\n"));
     }
-    let _ = hostname;
     s
 }
 

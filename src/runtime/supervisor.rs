@@ -16,7 +16,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::cgroup::{Cgroup, Layout};
+use super::cgroup::Cgroup;
 use super::control::{self, ExecRequest, Request, Response, frame};
 use super::error::{Result, RuntimeError};
 use super::process;
@@ -223,7 +223,7 @@ impl Supervisor {
         if !sec.privileged && !sec.seccomp_unconfined {
             self.filter = Some(Filter::docker_default(&self.caps));
         }
-        let cg = Cgroup::new(Layout::detect()?, PathBuf::from("berth").join(&self.cfg.id));
+        let cg = Cgroup::for_container(&self.cfg.id)?;
         cg.create(&self.cfg.spec.resources)?;
         if sec.privileged {
             cg.allow_all_devices()?;
