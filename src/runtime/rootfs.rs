@@ -159,10 +159,10 @@ fn mount_overlay(plan: &RootfsPlan) -> Result<()> {
         MsFlags::empty(),
         Some(data.as_str()),
     )
-    .map_err(|e| RuntimeError::Sys {
-        op: format!("mount overlay on {} ({data})", plan.merged.display()),
-        errno: e,
-    })
+    .map_err(RuntimeError::sys(format!(
+        "mount overlay on {} ({data})",
+        plan.merged.display()
+    )))
 }
 
 /// Overlay options separate paths with `:` and `,`; escape both, and backslashes.
@@ -184,10 +184,7 @@ fn open_root(merged: &Path) -> Result<OwnedFd> {
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| RuntimeError::Sys {
-        op: format!("open {}", merged.display()),
-        errno: e,
-    })
+    .map_err(RuntimeError::sys(format!("open {}", merged.display())))
 }
 
 /// What must exist at a mount target.
@@ -210,10 +207,7 @@ fn resolve_in_root(root: &OwnedFd, target: &str, kind: Kind) -> Result<OwnedFd> 
         Ok(fd) => return Ok(fd),
         Err(Errno::ENOENT) => {}
         Err(e) => {
-            return Err(RuntimeError::Sys {
-                op: format!("resolve mount target {target}"),
-                errno: e,
-            });
+            return Err(RuntimeError::sys(format!("resolve mount target {target}"))(e));
         }
     }
     // Create the missing components one by one, each resolved inside the root.
@@ -235,10 +229,7 @@ fn resolve_in_root(root: &OwnedFd, target: &str, kind: Kind) -> Result<OwnedFd> 
                     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
                     Mode::empty(),
                 )
-                .map_err(|e| RuntimeError::Sys {
-                    op: format!("open parent of mount target {target}"),
-                    errno: e,
-                })?;
+                .map_err(RuntimeError::sys(format!("open parent of mount target {target}")))?;
                 let created = if last && kind == Kind::File {
                     nix::fcntl::openat(
                         dir.as_fd(),
@@ -253,22 +244,14 @@ fn resolve_in_root(root: &OwnedFd, target: &str, kind: Kind) -> Result<OwnedFd> 
                 match created {
                     Ok(()) | Err(Errno::EEXIST) => {}
                     Err(e) => {
-                        return Err(RuntimeError::Sys {
-                            op: format!("create mount target {target}"),
-                            errno: e,
-                        });
+                        return Err(RuntimeError::sys(format!("create mount target {target}"))(e));
                     }
                 }
-                parent = openat2(root.as_fd(), prefix.as_path(), how()).map_err(|e| RuntimeError::Sys {
-                    op: format!("resolve mount target {target}"),
-                    errno: e,
-                })?;
+                parent = openat2(root.as_fd(), prefix.as_path(), how())
+                    .map_err(RuntimeError::sys(format!("resolve mount target {target}")))?;
             }
             Err(e) => {
-                return Err(RuntimeError::Sys {
-                    op: format!("resolve mount target {target}"),
-                    errno: e,
-                });
+                return Err(RuntimeError::sys(format!("resolve mount target {target}"))(e));
             }
         }
     }
@@ -316,10 +299,8 @@ fn mount_in(
     data: Option<&str>,
 ) -> Result<()> {
     let fd = resolve_in_root(root, target, Kind::Dir)?;
-    mount(source, fd_path(&fd).as_str(), Some(fstype), flags, data).map_err(|e| RuntimeError::Sys {
-        op: format!("mount {fstype} on {target}"),
-        errno: e,
-    })
+    mount(source, fd_path(&fd).as_str(), Some(fstype), flags, data)
+        .map_err(RuntimeError::sys(format!("mount {fstype} on {target}")))
 }
 
 /// Bind-mounts a host path at `target` inside the root, optionally read-only.
@@ -339,27 +320,19 @@ fn bind_in(
     if recursive {
         flags |= MsFlags::MS_REC;
     }
-    mount(Some(host), path.as_str(), None::<&str>, flags, None::<&str>).map_err(|e| RuntimeError::Sys {
-        op: format!("bind {} on {target}", host.display()),
-        errno: e,
-    })?;
+    mount(Some(host), path.as_str(), None::<&str>, flags, None::<&str>)
+        .map_err(RuntimeError::sys(format!("bind {} on {target}", host.display())))?;
     if read_only {
         // A fresh fd: the old one names the covered directory, not the new mount.
         let fd = resolve_in_root(root, target, kind)?;
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
-        mount(None::<&str>, fd_path(&fd).as_str(), None::<&str>, flags, None::<&str>).map_err(|e| {
-            RuntimeError::Sys {
-                op: format!("remount {target} read-only"),
-                errno: e,
-            }
-        })?;
+        mount(None::<&str>, fd_path(&fd).as_str(), None::<&str>, flags, None::<&str>)
+            .map_err(RuntimeError::sys(format!("remount {target} read-only")))?;
     }
     if let Some(p) = propagation {
         let fd = resolve_in_root(root, target, kind)?;
-        mount(None::<&str>, fd_path(&fd).as_str(), None::<&str>, p, None::<&str>).map_err(|e| RuntimeError::Sys {
-            op: format!("set propagation of {target}"),
-            errno: e,
-        })?;
+        mount(None::<&str>, fd_path(&fd).as_str(), None::<&str>, p, None::<&str>)
+            .map_err(RuntimeError::sys(format!("set propagation of {target}")))?;
     }
     Ok(())
 }
@@ -389,10 +362,7 @@ fn mount_dev(root: &OwnedFd, shm_size: u64) -> Result<()> {
             Mode::from_bits_truncate(0o666),
             nix::sys::stat::makedev(*major, *minor),
         )
-        .map_err(|e| RuntimeError::Sys {
-            op: format!("mknod /dev/{name}"),
-            errno: e,
-        })?;
+        .map_err(RuntimeError::sys(format!("mknod /dev/{name}")))?;
         // mknod honours the umask; set the mode explicitly.
         nix::sys::stat::fchmodat(
             dev.as_fd(),
@@ -400,10 +370,7 @@ fn mount_dev(root: &OwnedFd, shm_size: u64) -> Result<()> {
             Mode::from_bits_truncate(0o666),
             nix::sys::stat::FchmodatFlags::NoFollowSymlink,
         )
-        .map_err(|e| RuntimeError::Sys {
-            op: format!("chmod /dev/{name}"),
-            errno: e,
-        })?;
+        .map_err(RuntimeError::sys(format!("chmod /dev/{name}")))?;
     }
     for (link, to) in [
         ("fd", "/proc/self/fd"),
@@ -413,10 +380,7 @@ fn mount_dev(root: &OwnedFd, shm_size: u64) -> Result<()> {
         ("ptmx", "pts/ptmx"),
         ("core", "/proc/kcore"),
     ] {
-        nix::unistd::symlinkat(to, dev.as_fd(), link).map_err(|e| RuntimeError::Sys {
-            op: format!("symlink /dev/{link}"),
-            errno: e,
-        })?;
+        nix::unistd::symlinkat(to, dev.as_fd(), link).map_err(RuntimeError::sys(format!("symlink /dev/{link}")))?;
     }
     drop(dev);
     mount_in(
@@ -579,10 +543,7 @@ fn mask_paths() -> Result<()> {
                 mount(None::<&str>, *p, None::<&str>, ro, None::<&str>)
             })
         };
-        r.map_err(|e| RuntimeError::Sys {
-            op: format!("mask {p}"),
-            errno: e,
-        })?;
+        r.map_err(RuntimeError::sys(format!("mask {p}")))?;
     }
     Ok(())
 }
@@ -591,10 +552,7 @@ fn remount_readonly(p: &str) -> Result<()> {
     if std::fs::symlink_metadata(p).is_err() {
         return Ok(());
     }
-    let err = |e| RuntimeError::Sys {
-        op: format!("make {p} read-only"),
-        errno: e,
-    };
+    let err = || RuntimeError::sys(format!("make {p} read-only"));
     mount(
         Some(p),
         p,
@@ -602,14 +560,14 @@ fn remount_readonly(p: &str) -> Result<()> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(err)?;
+    .map_err(err())?;
     let flags = MsFlags::MS_BIND
         | MsFlags::MS_REMOUNT
         | MsFlags::MS_RDONLY
         | MsFlags::MS_NOSUID
         | MsFlags::MS_NODEV
         | MsFlags::MS_NOEXEC;
-    mount(Some(p), p, None::<&str>, flags, None::<&str>).map_err(err)
+    mount(Some(p), p, None::<&str>, flags, None::<&str>).map_err(err())
 }
 
 /// A C string, or an error naming what held a NUL byte.

@@ -158,10 +158,7 @@ fn clone3(flags: CloneFlags) -> Result<i32> {
         )
     };
     if r < 0 {
-        return Err(RuntimeError::Sys {
-            op: format!("clone3({flags:?})"),
-            errno: nix::Error::last(),
-        });
+        return Err(RuntimeError::sys(format!("clone3({flags:?})"))(nix::Error::last()));
     }
     Ok(r as i32)
 }
@@ -475,10 +472,9 @@ fn set_rlimit(name: &str, soft: u64, hard: u64) -> Result<()> {
         "stack" => Resource::RLIMIT_STACK,
         other => return Err(RuntimeError::Spec(format!("unknown ulimit {other:?}"))),
     };
-    setrlimit(r, soft, hard).map_err(|e| RuntimeError::Sys {
-        op: format!("setrlimit {name}={soft}:{hard} (the hard limit cannot be raised without CAP_SYS_RESOURCE)"),
-        errno: e,
-    })
+    setrlimit(r, soft, hard).map_err(RuntimeError::sys(format!(
+        "setrlimit {name}={soft}:{hard} (the hard limit cannot be raised without CAP_SYS_RESOURCE)"
+    )))
 }
 
 /// Identity, capabilities, no_new_privs and seccomp, then exec. Runs inside the container's root.
