@@ -12,8 +12,8 @@ use clap::{Args, Subcommand};
 use super::{Cli, Result};
 use crate::runtime::control::{self, ExecRequest, frame};
 use crate::runtime::lifecycle::read_log;
+use crate::runtime::process::parse_signal;
 use crate::runtime::state::Status;
-use crate::runtime::supervisor::parse_signal;
 use crate::runtime::{
     Container, ContainerSpec, MountKind, MountSpec, NetworkSpec, RestartPolicy, Runtime, RuntimeError, StartMode,
 };
@@ -355,23 +355,18 @@ pub fn run(cli: &Cli, cmd: &ContainerCommand, out: &mut dyn Write) -> Result<i32
             signal,
             containers,
         } => each(&rt, containers, out, |rt, c| {
-            let sig = match signal.as_deref().or(c.config.spec.stop_signal.as_deref()) {
+            let spec = &c.config.spec;
+            let sig = match signal {
                 Some(s) => parse_signal(s).map_err(|e| anyhow!(e))?,
-                None => nix::sys::signal::Signal::SIGTERM,
+                None => spec.stop_signal_or_default(),
             };
-            let t = time.or(c.config.spec.stop_timeout).unwrap_or(10);
-            rt.stop(c, sig as i32, t)?;
+            rt.stop(c, sig as i32, time.unwrap_or_else(|| spec.stop_timeout_or_default()))?;
             Ok(())
         }),
         ContainerCommand::Restart { time, containers } => each(&rt, containers, out, |rt, c| {
-            let sig = c
-                .config
-                .spec
-                .stop_signal
-                .as_deref()
-                .and_then(|s| parse_signal(s).ok())
-                .unwrap_or(nix::sys::signal::Signal::SIGTERM);
-            rt.stop(c, sig as i32, time.or(c.config.spec.stop_timeout).unwrap_or(10))?;
+            let spec = &c.config.spec;
+            let t = time.unwrap_or_else(|| spec.stop_timeout_or_default());
+            rt.stop(c, spec.stop_signal_or_default() as i32, t)?;
             rt.start(&rt.refresh(c)?, StartMode::Detached)?;
             Ok(())
         }),

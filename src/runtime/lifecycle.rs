@@ -441,6 +441,9 @@ fn validate(spec: &ContainerSpec) -> Result<()> {
     if spec.process.args.is_empty() {
         return Err(RuntimeError::Spec("no command specified".into()));
     }
+    if let Some(sig) = &spec.stop_signal {
+        super::process::parse_signal(sig).map_err(RuntimeError::Spec)?;
+    }
     if spec.rootfs.layers.is_empty() {
         return Err(RuntimeError::Spec("no root file system".into()));
     }

@@ -228,6 +228,17 @@ pub fn capabilities(privileged: bool, cap_add: &[String], cap_drop: &[String]) -
     Ok(sorted(set))
 }
 
+/// Parses a signal given as a name (`TERM`, `SIGTERM`, any case) or a number.
+pub fn parse_signal(s: &str) -> std::result::Result<nix::sys::signal::Signal, String> {
+    use nix::sys::signal::Signal;
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| format!("invalid signal {s:?}"));
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    name.parse::<Signal>().map_err(|_| format!("invalid signal {s:?}"))
+}
+
 /// Why a command could not be executed, with Docker's exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecFailure {
@@ -364,6 +375,15 @@ mod tests {
         let all = capabilities(false, &v(&["ALL"]), &v(&["SYS_ADMIN"])).unwrap();
         assert!(all.contains(&Capability::CAP_SYS_MODULE) && !all.contains(&Capability::CAP_SYS_ADMIN));
         assert!(capabilities(false, &v(&["NOPE"]), &[]).is_err());
+    }
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        use nix::sys::signal::Signal;
+        assert_eq!(parse_signal("TERM"), Ok(Signal::SIGTERM));
+        assert_eq!(parse_signal("sigkill"), Ok(Signal::SIGKILL));
+        assert_eq!(parse_signal("2"), Ok(Signal::SIGINT));
+        assert!(parse_signal("BOGUS").is_err() && parse_signal("99").is_err());
     }
 
     #[test]

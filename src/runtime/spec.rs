@@ -51,6 +51,21 @@ pub struct ContainerSpec {
     pub auto_remove: bool,
 }
 
+impl ContainerSpec {
+    /// The signal `stop` sends: `stop_signal` (checked when the container is created), or SIGTERM.
+    pub fn stop_signal_or_default(&self) -> nix::sys::signal::Signal {
+        self.stop_signal
+            .as_deref()
+            .and_then(|s| super::process::parse_signal(s).ok())
+            .unwrap_or(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    /// Seconds `stop` waits before SIGKILL: `stop_timeout`, or Docker's 10.
+    pub fn stop_timeout_or_default(&self) -> u64 {
+        self.stop_timeout.unwrap_or(10)
+    }
+}
+
 /// The layers of the root filesystem.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RootfsSpec {

@@ -524,22 +524,12 @@ impl Supervisor {
                 Ok(Signal::SIGCHLD) => self.reap(),
                 Err(_) => {}
                 // Asked to go away: stop the container as `stop` would, then exit.
-                Ok(_) => self.begin_stop(self.stop_signal(), self.stop_timeout()),
+                Ok(_) => self.begin_stop(
+                    self.cfg.spec.stop_signal_or_default(),
+                    self.cfg.spec.stop_timeout_or_default(),
+                ),
             }
         }
-    }
-
-    fn stop_signal(&self) -> Signal {
-        self.cfg
-            .spec
-            .stop_signal
-            .as_deref()
-            .and_then(|s| parse_signal(s).ok())
-            .unwrap_or(Signal::SIGTERM)
-    }
-
-    fn stop_timeout(&self) -> u64 {
-        self.cfg.spec.stop_timeout.unwrap_or(10)
     }
 
     fn reap(&mut self) {
@@ -1261,16 +1251,6 @@ fn respond(stream: &mut UnixStream, r: &Response) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
     line.push(b'\n');
     write_client(stream, &line)
-}
-
-/// Parses a signal given as a name (`TERM`, `SIGTERM`) or a number.
-pub fn parse_signal(s: &str) -> std::result::Result<Signal, String> {
-    if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| format!("invalid signal {s:?}"));
-    }
-    let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
-    name.parse::<Signal>().map_err(|_| format!("invalid signal {s:?}"))
 }
 
 /// Splits complete lines out of `partial` into the log; called after each read.
