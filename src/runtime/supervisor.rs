@@ -68,6 +68,16 @@ enum Stream {
     Stderr,
 }
 
+impl Stream {
+    /// The frame kind that carries this stream to clients.
+    fn frame(self) -> u8 {
+        match self {
+            Stream::Stdout => frame::STDOUT,
+            Stream::Stderr => frame::STDERR,
+        }
+    }
+}
+
 struct Output {
     fd: OwnedFd,
     stream: Stream,
@@ -84,11 +94,65 @@ struct Held {
     pty_socket: Option<OwnedFd>,
 }
 
+/// The supervisor's side of one process's stdio, for the container's first process and for exec.
+struct ProcIo {
+    /// Output pipes, or the pty master alone.
+    outputs: Vec<Output>,
+    /// The write end of its stdin pipe, when stdin is kept open (no terminal).
+    stdin: Option<OwnedFd>,
+    /// The process has a terminal: `outputs[0]` is its master and takes the input too.
+    pty: bool,
+}
+
+impl ProcIo {
+    /// Completes the stdio of a spawned process: a child with a terminal has sent its master on `pty_socket`.
+    fn new(mut outputs: Vec<Output>, stdin: Option<OwnedFd>, pty_socket: Option<OwnedFd>) -> ProcIo {
+        if let Some(sock) = &pty_socket
+            && let Some(master) = spawn::receive_pty_master(sock)
+        {
+            set_nonblocking(master.as_fd());
+            outputs.push(Output {
+                fd: master,
+                stream: Stream::Stdout,
+                partial: Vec::new(),
+                closed: false,
+            });
+        }
+        ProcIo {
+            outputs,
+            stdin,
+            pty: pty_socket.is_some(),
+        }
+    }
+
+    fn master(&self) -> Option<BorrowedFd<'_>> {
+        self.outputs.first().filter(|_| self.pty).map(|o| o.fd.as_fd())
+    }
+
+    fn write_stdin(&self, data: &[u8]) {
+        if let Some(fd) = self.master().or(self.stdin.as_ref().map(|f| f.as_fd())) {
+            write_all_fd(fd, data);
+        }
+    }
+
+    fn close_stdin(&mut self) {
+        match self.master() {
+            // A terminal has no EOF of its own; send ^D as a terminal would.
+            Some(fd) => write_all_fd(fd, &[4]),
+            None => self.stdin = None,
+        }
+    }
+
+    fn resize(&self, data: &[u8]) {
+        if let Some(fd) = self.master() {
+            resize(fd, data);
+        }
+    }
+}
+
 struct MainProc {
     pid: Pid,
-    outputs: Vec<Output>,
-    stdin: Option<OwnedFd>,
-    pty: bool,
+    io: ProcIo,
     started: Instant,
 }
 
@@ -107,9 +171,7 @@ struct Conn {
 
 struct ExecSession {
     pid: Pid,
-    outputs: Vec<Output>,
-    stdin: Option<OwnedFd>,
-    pty: bool,
+    io: ProcIo,
     exit: Option<i32>,
     /// Reported to its client; dropped after the current poll round.
     finished: bool,
@@ -380,26 +442,19 @@ impl Supervisor {
     fn release_main(&mut self, held: Held) -> std::result::Result<(), (i32, String)> {
         let Held {
             mut spawned,
-            mut outputs,
+            outputs,
             stdin,
             pty_socket,
         } = held;
-        let pty = pty_socket.is_some();
         spawned.release();
-        if let Some(sock) = &pty_socket
-            && let Some(master) = spawn::receive_pty_master(sock)
-        {
-            outputs.push(pty_output(master));
-        }
+        let io = ProcIo::new(outputs, stdin, pty_socket);
         if let Err(f) = spawn::read_setup_result(spawned.errors) {
             let _ = waitpid(spawned.pid, None);
             return Err((f.code, f.message));
         }
         self.main = Some(MainProc {
             pid: spawned.pid,
-            outputs,
-            stdin,
-            pty,
+            io,
             started: Instant::now(),
         });
         self.state.status = Status::Running;
@@ -429,7 +484,7 @@ impl Supervisor {
             fds.push(PollFd::new(borrow(self.listener.as_raw_fd()), PollFlags::POLLIN));
             tokens.push(Token::Listener);
             if let Some(m) = &self.main {
-                for (i, o) in m.outputs.iter().enumerate().filter(|(_, o)| !o.closed) {
+                for (i, o) in m.io.outputs.iter().enumerate().filter(|(_, o)| !o.closed) {
                     fds.push(PollFd::new(borrow(o.fd.as_raw_fd()), PollFlags::POLLIN));
                     tokens.push(Token::MainOut(i));
                 }
@@ -441,7 +496,7 @@ impl Supervisor {
                 }
             }
             for (i, e) in self.execs.iter().enumerate().filter(|(_, e)| !e.finished) {
-                for (j, o) in e.outputs.iter().enumerate().filter(|(_, o)| !o.closed) {
+                for (j, o) in e.io.outputs.iter().enumerate().filter(|(_, o)| !o.closed) {
                     fds.push(PollFd::new(borrow(o.fd.as_raw_fd()), PollFlags::POLLIN));
                     tokens.push(Token::ExecOut(i, j));
                 }
@@ -474,11 +529,11 @@ impl Supervisor {
                 }
             }
             if let Some(m) = &mut self.main {
-                m.outputs.retain(|o| !o.closed);
+                m.io.outputs.retain(|o| !o.closed);
             }
             self.execs.retain(|e| !e.finished);
             for e in &mut self.execs {
-                e.outputs.retain(|o| !o.closed);
+                e.io.outputs.retain(|o| !o.closed);
             }
             self.on_timers();
         }
@@ -552,10 +607,10 @@ impl Supervisor {
     fn on_main_exit(&mut self, code: i32) {
         let Some(mut m) = self.main.take() else { return };
         // Whatever is still buffered in the pipes belongs to this run.
-        for i in 0..m.outputs.len() {
-            drain_output(&mut m.outputs[i], &mut |s, d| self.emit_main(s, d));
+        for i in 0..m.io.outputs.len() {
+            drain_output(&mut m.io.outputs[i], &mut |s, d| self.emit_main(s, d));
         }
-        for o in &mut m.outputs {
+        for o in &mut m.io.outputs {
             log_lines(&mut self.log, o);
             if !o.partial.is_empty() {
                 let line = std::mem::take(&mut o.partial);
@@ -830,11 +885,8 @@ impl Supervisor {
                 }
                 (Mode::Attached { stdin: true }, frame::STDIN_EOF) => self.close_main_stdin(),
                 (Mode::Attached { .. }, frame::RESIZE) => {
-                    if let Some(m) = &self.main
-                        && m.pty
-                        && let Some(fd) = m.outputs.first()
-                    {
-                        resize(fd.fd.as_fd(), &data);
+                    if let Some(m) = &self.main {
+                        m.io.resize(&data);
                     }
                 }
                 (Mode::Exec(pid), k) => self.exec_input(pid, k, &data),
@@ -844,44 +896,27 @@ impl Supervisor {
     }
 
     fn write_main_stdin(&mut self, data: &[u8]) {
-        let Some(m) = &self.main else { return };
-        let fd = if m.pty {
-            m.outputs.first().map(|o| o.fd.as_fd())
-        } else {
-            m.stdin.as_ref().map(|f| f.as_fd())
-        };
-        if let Some(fd) = fd {
-            write_all_fd(fd, data);
+        if let Some(m) = &self.main {
+            m.io.write_stdin(data);
         }
     }
 
     fn close_main_stdin(&mut self) {
         if let Some(m) = &mut self.main {
-            if m.pty {
-                // A terminal has no EOF of its own; send ^D as a terminal would.
-                if let Some(o) = m.outputs.first() {
-                    write_all_fd(o.fd.as_fd(), &[4]);
-                }
-            } else {
-                m.stdin = None;
-            }
+            m.io.close_stdin();
         }
     }
 
     fn on_main_output(&mut self, i: usize) {
         let Some(mut m) = self.main.take() else { return };
-        let eof = read_output(&mut m.outputs[i], &mut |s, d| self.emit_main(s, d));
-        log_lines(&mut self.log, &mut m.outputs[i]);
-        m.outputs[i].closed |= eof;
+        let eof = read_output(&mut m.io.outputs[i], &mut |s, d| self.emit_main(s, d));
+        log_lines(&mut self.log, &mut m.io.outputs[i]);
+        m.io.outputs[i].closed |= eof;
         self.main = Some(m);
     }
 
     fn emit_main(&mut self, stream: Stream, data: &[u8]) {
-        let kind = match stream {
-            Stream::Stdout => frame::STDOUT,
-            Stream::Stderr => frame::STDERR,
-        };
-        self.broadcast_attached(kind, data);
+        self.broadcast_attached(stream.frame(), data);
     }
 
     fn broadcast_attached(&mut self, kind: u8, data: &[u8]) {
@@ -924,18 +959,13 @@ impl Supervisor {
                 plan.privileged = true;
                 plan.seccomp = None;
             }
-            let (stdio, mut outputs, stdin, pty_socket) = if x.detach {
+            let (stdio, outputs, stdin, pty_socket) = if x.detach {
                 null_stdio()?
             } else {
                 make_stdio(x.tty, x.stdin)?
             };
-            let pty = pty_socket.is_some();
             let spawned = spawn::spawn_exec(&ns, self.cgroup.as_ref(), &plan, stdio)?;
-            if let Some(sock) = &pty_socket
-                && let Some(master) = spawn::receive_pty_master(sock)
-            {
-                outputs.push(pty_output(master));
-            }
+            let io = ProcIo::new(outputs, stdin, pty_socket);
             if let Err(f) = spawn::read_setup_result(spawned.errors) {
                 // The process exists until reaped; the SIGCHLD path will find no session and reap it.
                 return Err(RuntimeError::Start {
@@ -946,9 +976,7 @@ impl Supervisor {
             Ok((
                 ExecSession {
                     pid: spawned.pid,
-                    outputs,
-                    stdin,
-                    pty,
+                    io,
                     exit: None,
                     finished: false,
                 },
@@ -991,30 +1019,9 @@ impl Supervisor {
             return;
         };
         match kind {
-            frame::STDIN => {
-                let fd = if e.pty {
-                    e.outputs.first().map(|o| o.fd.as_fd())
-                } else {
-                    e.stdin.as_ref().map(|f| f.as_fd())
-                };
-                if let Some(fd) = fd {
-                    write_all_fd(fd, data);
-                }
-            }
-            frame::STDIN_EOF => {
-                if e.pty {
-                    if let Some(o) = e.outputs.first() {
-                        write_all_fd(o.fd.as_fd(), &[4]);
-                    }
-                } else {
-                    e.stdin = None;
-                }
-            }
-            frame::RESIZE if e.pty => {
-                if let Some(o) = e.outputs.first() {
-                    resize(o.fd.as_fd(), data);
-                }
-            }
+            frame::STDIN => e.io.write_stdin(data),
+            frame::STDIN_EOF => e.io.close_stdin(),
+            frame::RESIZE => e.io.resize(data),
             _ => {}
         }
     }
@@ -1029,13 +1036,15 @@ impl Supervisor {
         }
         let pid = self.execs[i].pid;
         let mut chunks = Vec::new();
-        let eof = read_output(&mut self.execs[i].outputs[j], &mut |s, d| chunks.push((s, d.to_vec())));
+        let eof = read_output(&mut self.execs[i].io.outputs[j], &mut |s, d| {
+            chunks.push((s, d.to_vec()))
+        });
         // exec output goes to its client only, not to the log.
-        self.execs[i].outputs[j].partial.clear();
+        self.execs[i].io.outputs[j].partial.clear();
         self.send_exec_chunks(pid, chunks);
         if eof {
-            self.execs[i].outputs[j].closed = true;
-            if self.execs[i].exit.is_some() && self.execs[i].outputs.iter().all(|o| o.closed) {
+            self.execs[i].io.outputs[j].closed = true;
+            if self.execs[i].exit.is_some() && self.execs[i].io.outputs.iter().all(|o| o.closed) {
                 self.finish_exec(i);
             }
         }
@@ -1044,12 +1053,7 @@ impl Supervisor {
     fn send_exec_chunks(&mut self, pid: Pid, chunks: Vec<(Stream, Vec<u8>)>) {
         if let Some(c) = self.exec_conn(pid) {
             for (s, d) in chunks {
-                let kind = if s == Stream::Stdout {
-                    frame::STDOUT
-                } else {
-                    frame::STDERR
-                };
-                let _ = write_client(&mut c.stream, &control::encode_frame(kind, &d));
+                let _ = write_client(&mut c.stream, &control::encode_frame(s.frame(), &d));
             }
         }
     }
@@ -1057,7 +1061,7 @@ impl Supervisor {
     fn drain_exec(&mut self, i: usize) {
         let pid = self.execs[i].pid;
         let mut chunks = Vec::new();
-        for o in &mut self.execs[i].outputs {
+        for o in &mut self.execs[i].io.outputs {
             drain_output(o, &mut |s, d| chunks.push((s, d.to_vec())));
         }
         self.send_exec_chunks(pid, chunks);
@@ -1142,16 +1146,6 @@ fn make_stdio(tty: bool, keep_stdin: bool) -> Result<Stdio> {
         },
     ];
     Ok((stdio, outputs, stdin_ours, None))
-}
-
-fn pty_output(master: OwnedFd) -> Output {
-    set_nonblocking(master.as_fd());
-    Output {
-        fd: master,
-        stream: Stream::Stdout,
-        partial: Vec::new(),
-        closed: false,
-    }
 }
 
 fn null_stdio() -> Result<Stdio> {
