@@ -214,7 +214,20 @@ pub fn read_frame(r: &mut impl Read) -> std::io::Result<Option<(u8, Vec<u8>)>> {
     Ok(Some((head[0], payload)))
 }
 
-/// Decodes an EXIT frame's payload.
+/// Encodes an exit: the code (i32 le), then a message. The payload of EXIT frames, and what a child
+/// whose setup failed writes on its error pipe.
+pub fn encode_exit(code: i32, message: &str) -> Vec<u8> {
+    let mut out = code.to_le_bytes().to_vec();
+    out.extend_from_slice(message.as_bytes());
+    out
+}
+
+/// An EXIT frame.
+pub fn exit_frame(code: i32, message: &str) -> Vec<u8> {
+    encode_frame(frame::EXIT, &encode_exit(code, message))
+}
+
+/// Decodes what `encode_exit` wrote.
 pub fn exit_payload(p: &[u8]) -> (i32, String) {
     if p.len() < 4 {
         return (-1, String::new());

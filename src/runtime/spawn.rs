@@ -236,8 +236,7 @@ pub fn spawn_init(plan: &InitPlan, stdio: ChildStdio, hold: bool) -> Result<Spaw
 
 /// Reports a setup failure to the parent and exits; never returns.
 fn fail(err_w: &OwnedFd, failure: ExecFailure) -> ! {
-    let mut msg = failure.code.to_le_bytes().to_vec();
-    msg.extend_from_slice(failure.message.as_bytes());
+    let msg = super::control::encode_exit(failure.code, &failure.message);
     // SAFETY: err_w is a valid pipe write end.
     let mut f = unsafe { std::fs::File::from_raw_fd(err_w.as_raw_fd()) };
     let _ = f.write_all(&msg);
@@ -262,11 +261,8 @@ pub fn read_setup_result(errors: OwnedFd) -> Result<(), ExecFailure> {
     if buf.len() < 4 {
         return Ok(());
     }
-    let code = i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    Err(ExecFailure {
-        code,
-        message: String::from_utf8_lossy(&buf[4..]).into_owned(),
-    })
+    let (code, message) = super::control::exit_payload(&buf);
+    Err(ExecFailure { code, message })
 }
 
 fn init_child(

@@ -656,22 +656,14 @@ impl Supervisor {
         if self.cfg.spec.auto_remove {
             let _ = std::fs::remove_dir_all(&self.dir.dir);
         }
-        let mut payload = code.to_le_bytes().to_vec();
-        payload.extend_from_slice(message.as_bytes());
-        for i in 0..self.conns.len() {
-            let Some(c) = &mut self.conns[i] else { continue };
-            match c.mode {
-                Mode::Attached { .. } => {
-                    let _ = write_client(&mut c.stream, &control::encode_frame(frame::EXIT, &payload));
-                }
-                Mode::Waiting => {
-                    let _ = respond(&mut c.stream, &Response::Exited { code });
-                }
-                Mode::Exec(_) => {
-                    let _ = write_client(&mut c.stream, &control::encode_frame(frame::EXIT, &payload));
-                }
-            }
-            self.conns[i] = None;
+        let exit = control::exit_frame(code, message);
+        for slot in &mut self.conns {
+            let Some(c) = slot else { continue };
+            let _ = match c.mode {
+                Mode::Attached { .. } | Mode::Exec(_) => write_client(&mut c.stream, &exit),
+                Mode::Waiting => respond(&mut c.stream, &Response::Exited { code }),
+            };
+            *slot = None;
         }
         self.done = true;
     }
@@ -1002,14 +994,10 @@ impl Supervisor {
                 self.add_conn(stream, Mode::Exec(pid));
             }
             Err(RuntimeError::Start { code, message }) => {
-                let mut p = code.to_le_bytes().to_vec();
-                p.extend_from_slice(message.as_bytes());
-                let _ = write_client(&mut stream, &control::encode_frame(frame::EXIT, &p));
+                let _ = write_client(&mut stream, &control::exit_frame(code, &message));
             }
             Err(e) => {
-                let mut p = spawn::SETUP_FAILED.to_le_bytes().to_vec();
-                p.extend_from_slice(e.to_string().as_bytes());
-                let _ = write_client(&mut stream, &control::encode_frame(frame::EXIT, &p));
+                let _ = write_client(&mut stream, &control::exit_frame(spawn::SETUP_FAILED, &e.to_string()));
             }
         }
     }
@@ -1075,14 +1063,13 @@ impl Supervisor {
         }
         e.finished = true;
         let (pid, code) = (e.pid, e.exit.unwrap_or(-1));
-        let payload = code.to_le_bytes();
         if let Some(slot) = self
             .conns
             .iter_mut()
             .find(|c| c.as_ref().is_some_and(|c| c.mode == Mode::Exec(pid)))
         {
             if let Some(c) = slot {
-                let _ = write_client(&mut c.stream, &control::encode_frame(frame::EXIT, &payload));
+                let _ = write_client(&mut c.stream, &control::exit_frame(code, ""));
             }
             *slot = None;
         }
