@@ -259,11 +259,7 @@ impl Supervisor {
             done: false,
         };
         if let Err(e) = sup.prepare() {
-            sup.state.status = Status::Exited;
-            sup.state.exit_code = Some(spawn::SETUP_FAILED);
-            sup.state.error = Some(e.to_string());
-            sup.state.finished_at = Some(now());
-            let _ = sup.dir.write_state(&sup.state);
+            sup.record_exited(spawn::SETUP_FAILED, Some(e.to_string()));
             sup.notify_ready(Err((spawn::SETUP_FAILED, e.to_string())));
             sup.cleanup();
             return Err(e);
@@ -276,6 +272,18 @@ impl Supervisor {
         }
         sup.event_loop();
         Ok(())
+    }
+
+    /// Records that the container stopped for good without running its command to the end: `code`, now,
+    /// and why when known.
+    fn record_exited(&mut self, code: i32, error: Option<String>) {
+        self.state.status = Status::Exited;
+        self.state.exit_code = Some(code);
+        self.state.finished_at = Some(now());
+        if error.is_some() {
+            self.state.error = error;
+        }
+        let _ = self.dir.write_state(&self.state);
     }
 
     /// Work done once per supervisor: capabilities, the seccomp filter, the cgroup.
@@ -376,11 +384,7 @@ impl Supervisor {
             }
             Err((code, message)) => {
                 self.attach_deadline = None;
-                self.state.status = Status::Exited;
-                self.state.exit_code = Some(code);
-                self.state.error = Some(message.clone());
-                self.state.finished_at = Some(now());
-                let _ = self.dir.write_state(&self.state);
+                self.record_exited(code, Some(message.clone()));
                 self.notify_ready(Err((code, message.clone())));
                 self.finish(code, &message);
             }
@@ -686,11 +690,9 @@ impl Supervisor {
             let _ = nix::sys::signal::kill(held.spawned.pid, Signal::SIGKILL);
             let _ = waitpid(held.spawned.pid, None);
             self.attach_deadline = None;
-            self.state.status = Status::Exited;
-            self.state.exit_code = Some(128 + Signal::SIGKILL as i32);
-            self.state.finished_at = Some(now());
-            let _ = self.dir.write_state(&self.state);
-            self.finish(128 + Signal::SIGKILL as i32, "stopped before it started");
+            let code = 128 + Signal::SIGKILL as i32;
+            self.record_exited(code, None);
+            self.finish(code, "stopped before it started");
             return;
         }
         let Some(m) = &self.main else {
