@@ -595,7 +595,7 @@ fn readonly_self_exe() -> Option<OwnedFd> {
 
 /// Starts `berth __supervise` fully detached (new session, reparented to init) and waits for its report.
 fn spawn_supervisor(root: &Path, id: &str, mode: StartMode) -> Result<()> {
-    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(RuntimeError::sys("pipe2"))?;
+    let (ready_r, ready_w) = super::spawn::pipe()?;
     let exe = readonly_self_exe();
     let program = match &exe {
         Some(fd) => format!("/proc/self/fd/{}", fd.as_raw_fd()),

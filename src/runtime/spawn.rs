@@ -163,7 +163,8 @@ fn clone3(flags: CloneFlags) -> Result<i32> {
     Ok(r as i32)
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+/// A close-on-exec pipe: (read end, write end).
+pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(RuntimeError::sys("pipe2"))
 }
 

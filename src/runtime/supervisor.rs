@@ -1104,7 +1104,7 @@ fn make_stdio(tty: bool, keep_stdin: bool) -> Result<Stdio> {
         .map_err(RuntimeError::sys("socketpair"))?;
         return Ok((ChildStdio::Pty { socket: theirs }, Vec::new(), None, Some(ours)));
     }
-    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(RuntimeError::sys("pipe2"));
+    let pipe = spawn::pipe;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     set_nonblocking(out_r.as_fd());
