@@ -203,26 +203,34 @@ impl Runtime {
         if !c.is_running() {
             return Ok(c.state.exit_code);
         }
-        let code = match self.client(c)?.call(&Request::Stop { signal, timeout })? {
-            Response::Exited { code } => Some(code),
-            other => return Err(self.unexpected(c, other)),
-        };
-        self.wait_supervisor_gone(c);
-        Ok(code)
+        match self.ask_until_exit(c, &Request::Stop { signal, timeout })? {
+            Some(Response::Exited { code }) => Ok(Some(code)),
+            Some(other) => Err(self.unexpected(c, other)),
+            None => Ok(self.refresh(c)?.state.exit_code),
+        }
     }
 
     /// Blocks until the container has exited for good; returns its exit code.
     pub fn wait(&self, c: &Container) -> Result<i32> {
-        if c.is_running() {
-            if let Response::Exited { code } = self.client(c)?.call(&Request::Wait)? {
-                self.wait_supervisor_gone(c);
-                return Ok(code);
-            }
-            // The supervisor ended without answering: read what it recorded.
-            self.wait_supervisor_gone(c);
+        if c.is_running()
+            && let Some(Response::Exited { code }) = self.ask_until_exit(c, &Request::Wait)?
+        {
+            return Ok(code);
         }
-        let c = self.refresh(c)?;
-        Ok(c.state.exit_code.unwrap_or(-1))
+        // Not running, or the supervisor ended without answering: read what it recorded.
+        Ok(self.refresh(c)?.state.exit_code.unwrap_or(-1))
+    }
+
+    /// Sends a request that is answered when the container exits, and waits until the supervisor is gone.
+    /// `None`: the supervisor ended before it took the request (the container was exiting as we asked).
+    fn ask_until_exit(&self, c: &Container, req: &Request) -> Result<Option<Response>> {
+        let answer = self.client(c).and_then(|client| client.call(req));
+        self.wait_supervisor_gone(c);
+        match answer {
+            Ok(r) => Ok(Some(r)),
+            Err(_) if !c.dir.supervisor_alive() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Freezes or thaws every process of the container.
