@@ -875,30 +875,27 @@ fn dir_size(p: &std::path::Path) -> u64 {
 
 /// Bytes with Docker's units (decimal: kB, MB, GB).
 pub fn human_size(n: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < units.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.3}{}", units[i]).replace(".000", "")
+    match scale(n, 1000.0, &["B", "kB", "MB", "GB", "TB"]) {
+        (_, "B") => format!("{n}B"),
+        (v, unit) => format!("{v:.3}{unit}").replace(".000", ""),
     }
 }
 
 /// Binary units for memory (KiB, MiB, GiB), as `docker stats`.
 fn human_binary(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (v, unit) = scale(n, 1024.0, &["B", "KiB", "MiB", "GiB", "TiB"]);
+    format!("{v:.2}{unit}").replace(".00B", "B")
+}
+
+/// `n` divided by `base` until it is below it (or the units run out), with the unit reached.
+fn scale(n: u64, base: f64, units: &[&'static str]) -> (f64, &'static str) {
     let mut v = n as f64;
     let mut i = 0;
-    while v >= 1024.0 && i < units.len() - 1 {
-        v /= 1024.0;
+    while v >= base && i < units.len() - 1 {
+        v /= base;
         i += 1;
     }
-    format!("{v:.2}{}", units[i]).replace(".00B", "B")
+    (v, units[i])
 }
 
 fn ps(rt: &Runtime, all: bool, quiet: bool, size: bool, no_trunc: bool, out: &mut dyn Write) -> Result<()> {
