@@ -4,5 +4,7 @@
 
 pub mod cli;
 pub mod compose;
+pub mod fsutil;
 pub mod graph;
+pub mod image;
 pub mod runtime;

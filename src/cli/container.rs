@@ -252,10 +252,13 @@ pub struct RunArgs {
     /// Extra /etc/hosts entries: `host:ip`.
     #[arg(long)]
     add_host: Vec<String>,
-    /// Run from this root file system directory (until images exist).
-    #[arg(long, required = true)]
-    rootfs: PathBuf,
-    /// Command and arguments.
+    /// Run from this root file system directory instead of an image (then no IMAGE is given).
+    #[arg(long)]
+    rootfs: Option<PathBuf>,
+    /// Pull the image first: `missing` (default), `always` or `never`.
+    #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
+    pull: String,
+    /// IMAGE (unless --rootfs is given), then the command and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
@@ -465,8 +468,21 @@ fn parse_bytes(s: &str) -> Result<u64> {
 }
 
 fn build_spec(a: &RunArgs, rt: &Runtime) -> Result<ContainerSpec> {
-    let rootfs = std::fs::canonicalize(&a.rootfs).with_context(|| format!("rootfs {}", a.rootfs.display()))?;
-    let mut env = Vec::new();
+    let (source, command) = match &a.rootfs {
+        Some(dir) => {
+            let dir = std::fs::canonicalize(dir).with_context(|| format!("rootfs {}", dir.display()))?;
+            (super::image::RootfsSource::directory(dir), a.command.as_slice())
+        }
+        None => {
+            let (image, command) = a
+                .command
+                .split_first()
+                .ok_or_else(|| anyhow!("an IMAGE (or --rootfs DIR) is required"))?;
+            (super::image::RootfsSource::image(rt.root(), image, &a.pull)?, command)
+        }
+    };
+    let defaults = source.defaults.clone().unwrap_or_default();
+    let mut env = defaults.env.clone().unwrap_or_default();
     for f in &a.env_file {
         let text = std::fs::read_to_string(f).with_context(|| format!("env file {}", f.display()))?;
         for line in text.lines() {
@@ -477,11 +493,20 @@ fn build_spec(a: &RunArgs, rt: &Runtime) -> Result<ContainerSpec> {
             env.push(env_entry(line));
         }
     }
-    env.extend(a.env.iter().map(|e| env_entry(e)));
+    for e in a.env.iter().map(|e| env_entry(e)) {
+        let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k).to_string();
+        env.retain(|x| x.split_once('=').map_or(x.as_str(), |(k, _)| k) != key);
+        env.push(e);
+    }
     let entrypoint = a.entrypoint.as_ref().map(|e| vec![e.clone()]);
-    let args = crate::runtime::process::combine_command(&[], &[], entrypoint.as_deref(), Some(&a.command));
+    let args = crate::runtime::process::combine_command(
+        defaults.entrypoint.as_deref().unwrap_or_default(),
+        defaults.cmd.as_deref().unwrap_or_default(),
+        entrypoint.as_deref(),
+        (!command.is_empty()).then_some(command),
+    );
     if args.is_empty() {
-        bail!("no command specified (the root file system has no default command)");
+        bail!("no command specified (the image has no default command)");
     }
     let mut mounts = Vec::new();
     for v in &a.volume {
@@ -508,9 +533,10 @@ fn build_spec(a: &RunArgs, rt: &Runtime) -> Result<ContainerSpec> {
     }
     let mut spec = ContainerSpec {
         name: a.name.clone().unwrap_or_default(),
-        image: rootfs.display().to_string(),
+        image: source.name.clone(),
+        image_id: source.id.clone(),
         rootfs: crate::runtime::RootfsSpec {
-            layers: vec![rootfs],
+            layers: source.layers.clone(),
             read_only: a.read_only,
         },
         hostname: a.hostname.clone(),
@@ -518,7 +544,7 @@ fn build_spec(a: &RunArgs, rt: &Runtime) -> Result<ContainerSpec> {
         mounts,
         init: a.init,
         restart: RestartPolicy::parse(&a.restart).map_err(|e| anyhow!(e))?,
-        stop_signal: a.stop_signal.clone(),
+        stop_signal: a.stop_signal.clone().or(defaults.stop_signal.clone()),
         stop_timeout: a.stop_timeout,
         shm_size: a.shm_size.as_deref().map(parse_bytes).transpose()?,
         ..Default::default()
@@ -528,9 +554,12 @@ fn build_spec(a: &RunArgs, rt: &Runtime) -> Result<ContainerSpec> {
     }
     spec.process.args = args;
     spec.process.env = env;
-    spec.process.user = a.user.clone().unwrap_or_default();
+    spec.process.user = a.user.clone().or(defaults.user.clone()).unwrap_or_default();
     spec.process.group_add = a.group_add.clone();
-    spec.process.working_dir = a.workdir.clone();
+    spec.process.working_dir = a
+        .workdir
+        .clone()
+        .or(defaults.working_dir.clone().filter(|w| !w.is_empty()));
     spec.process.tty = a.io.tty;
     spec.process.stdin = a.io.interactive;
     for u in &a.ulimit {
@@ -824,7 +853,7 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
-fn since(ts: &str) -> Duration {
+pub fn since(ts: &str) -> Duration {
     ts.parse::<jiff::Timestamp>()
         .ok()
         .and_then(|t| jiff::Timestamp::now().duration_since(t).try_into().ok())

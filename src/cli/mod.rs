@@ -3,6 +3,7 @@
 //! subcommand, so subcommands are free to reuse their letters (`container run -p`, `logs -f`).
 
 mod container;
+pub mod image;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -55,6 +56,32 @@ pub enum Command {
     /// Manage single containers, like the `docker` CLI.
     #[command(subcommand)]
     Container(Box<container::ContainerCommand>),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(Box<image::ImageCommand>),
+    /// List images (`image ls`).
+    Images(image::LsArgs),
+    /// Remove images (`image rm`).
+    Rmi(image::RmArgs),
+    /// Log in to a registry (credentials go to ~/.docker/config.json).
+    Login {
+        /// User name.
+        #[arg(short, long)]
+        username: Option<String>,
+        /// Password (prefer --password-stdin).
+        #[arg(short, long)]
+        password: Option<String>,
+        /// Read the password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Registry (default: Docker Hub).
+        server: Option<String>,
+    },
+    /// Log out from a registry.
+    Logout {
+        /// Registry (default: Docker Hub).
+        server: Option<String>,
+    },
     /// Show the berth version.
     Version {
         /// Print only the version number.
@@ -140,6 +167,22 @@ impl Cli {
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32> {
     match &cli.command {
         Command::Container(c) => container::run(cli, c, out),
+        Command::Image(c) => image::run(cli, c, out),
+        Command::Images(a) => image::run(cli, &image::ImageCommand::Ls(a.clone()), out),
+        Command::Rmi(a) => image::run(cli, &image::ImageCommand::Rm(a.clone()), out),
+        Command::Login {
+            username,
+            password,
+            password_stdin,
+            server,
+        } => image::login(
+            server.as_deref(),
+            username.as_deref(),
+            password.as_deref(),
+            *password_stdin,
+            out,
+        ),
+        Command::Logout { server } => image::logout(server.as_deref(), out),
         Command::Version { short } => {
             if *short {
                 writeln!(out, "{}", env!("CARGO_PKG_VERSION"))?;

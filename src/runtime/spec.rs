@@ -13,6 +13,10 @@ pub struct ContainerSpec {
     pub name: String,
     /// Image reference shown by `ps`, or the rootfs path when run from a directory.
     pub image: String,
+    /// Id of the image the root file system comes from (empty for a rootfs directory); the image store
+    /// refuses to remove an image a container names here.
+    #[serde(default)]
+    pub image_id: String,
     /// Root filesystem.
     pub rootfs: RootfsSpec,
     /// The process to run.

@@ -4,11 +4,12 @@
 //! exclusive `flock` on its lock file for its whole life, so liveness survives pid reuse.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{Lock, LockMode};
 
 use super::error::{Result, RuntimeError};
 use super::spec::ContainerSpec;
@@ -189,26 +190,16 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 
 /// Writes a JSON record to a temporary file beside it, then renames it into place.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
     let body = serde_json::to_vec_pretty(value).map_err(|e| RuntimeError::Corrupt {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let mut f = File::create(&tmp).map_err(RuntimeError::io("create", &tmp))?;
-    f.write_all(&body).map_err(RuntimeError::io("write", &tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(RuntimeError::io("rename", path))
+    crate::fsutil::write_atomic(path, &body, false).map_err(RuntimeError::io("write", path))
 }
 
 /// A new random container id: 64 lower-case hex digits.
 pub fn new_id() -> String {
-    let mut buf = [0u8; 32];
-    // getrandom(2) only fails for bad arguments; a short read leaves zeros, still fine for an id.
-    // SAFETY: the buffer is valid for its whole length.
-    unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    crate::fsutil::random_hex(32)
 }
 
 /// Now, RFC 3339 with nanoseconds, UTC.
@@ -218,32 +209,20 @@ pub fn now() -> String {
 
 /// An exclusive lock on a file, released on drop.
 pub struct FileLock {
-    _file: File,
+    _lock: Lock,
 }
 
 impl FileLock {
     /// Blocks until the lock on `path` (created if missing) is ours.
     pub fn exclusive(path: &Path) -> Result<Self> {
-        Self::take(path, libc::LOCK_EX)?.ok_or_else(|| RuntimeError::io("lock", path)(std::io::Error::last_os_error()))
+        let lock = Lock::take(path, LockMode::Exclusive).map_err(RuntimeError::io("lock", path))?;
+        Ok(FileLock { _lock: lock })
     }
 
     /// Takes the lock without waiting; `None` when someone else holds it.
     pub fn try_exclusive(path: &Path) -> Result<Option<Self>> {
-        Self::take(path, libc::LOCK_EX | libc::LOCK_NB)
-    }
-
-    fn take(path: &Path, op: libc::c_int) -> Result<Option<Self>> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(RuntimeError::io("open lock", path))?;
-        // SAFETY: flock on a valid, owned fd.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
-            return Ok(None);
-        }
-        Ok(Some(FileLock { _file: file }))
+        let lock = Lock::try_take(path, LockMode::Exclusive).map_err(RuntimeError::io("lock", path))?;
+        Ok(lock.map(|l| FileLock { _lock: l }))
     }
 }
 

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::path::PathBuf;
 
 /// Fails the test (never skips it) when not running as root.
