@@ -456,6 +456,24 @@ fn docker_made_save_archive_loads_and_runs() {
     assert!(history.contains("IMAGE") && history.lines().count() >= 2, "{history}");
     let inspect: serde_json::Value = serde_json::from_str(&env.ok(&["image", "inspect", "berth-fixture:v1"])).unwrap();
     assert_eq!(inspect[0]["Os"], "linux");
+    assert_eq!(
+        inspect[0]["Id"],
+        "sha256:d10e24ce42773a22eea19556760dd210ba9e94df3aa02b8bba2eb1abe86b6888"
+    );
+    assert_eq!(inspect[0]["Config"]["Cmd"][0], "/hello.txt");
+    let layer = PathBuf::from(inspect[0]["GraphDriver"]["Data"]["LowerDirs"][0].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(layer.join("hello.txt")).unwrap(),
+        "hello from a docker-made archive\n"
+    );
+    assert_eq!(
+        std::fs::read_link(layer.join("greeting")).unwrap(),
+        PathBuf::from("hello.txt")
+    );
+    assert_eq!(
+        std::fs::read_to_string(layer.join("etc/motd")).unwrap(),
+        "berth fixture\n"
+    );
 }
 
 #[test]

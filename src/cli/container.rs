@@ -906,7 +906,17 @@ fn dir_size(p: &std::path::Path) -> u64 {
 pub fn human_size(n: u64) -> String {
     match scale(n, 1000.0, &["B", "kB", "MB", "GB", "TB"]) {
         (_, "B") => format!("{n}B"),
-        (v, unit) => format!("{v:.3}{unit}").replace(".000", ""),
+        (v, unit) => {
+            // Four significant digits, trailing zeros dropped: Go's %.4g, as Docker prints sizes.
+            let decimals = 3usize.saturating_sub(v.log10().floor().max(0.0) as usize);
+            let text = format!("{v:.decimals$}");
+            let text = if text.contains('.') {
+                text.trim_end_matches('0').trim_end_matches('.')
+            } else {
+                &text
+            };
+            format!("{text}{unit}")
+        }
     }
 }
 
@@ -1218,7 +1228,9 @@ mod tests {
     #[test]
     fn sizes_use_decimal_units() {
         assert_eq!(human_size(512), "512B");
-        assert_eq!(human_size(1500), "1.500kB");
+        assert_eq!(human_size(1500), "1.5kB");
+        assert_eq!(human_size(2_130_000), "2.13MB");
+        assert_eq!(human_size(123_456_789), "123.5MB");
         assert_eq!(human_size(2_000_000), "2MB");
         assert_eq!(human_binary(64 << 20), "64.00MiB");
     }
