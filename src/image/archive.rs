@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::oci::{self, Descriptor, ImageConfig, Index, Manifest, Platform};
 use super::reference::{Digest, Reference};
 use super::store::{ImageRecord, Store};
-use super::unpack::{self, Compression};
+use super::unpack;
 use super::{ImageError, Progress, Result};
 
 /// One image a load added.
@@ -237,34 +237,15 @@ fn load_docker(store: &Store, source: &Source, progress: &dyn Progress) -> Resul
             layers.push(desc);
             sizes.push(size);
         }
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(oci::OCI_MANIFEST.into()),
-            config: Descriptor {
-                media_type: oci::OCI_CONFIG.into(),
-                digest: id.clone(),
-                size: config_bytes.len() as u64,
-                platform: None,
-                annotations: BTreeMap::new(),
-                urls: Vec::new(),
-            },
-            layers,
-            annotations: BTreeMap::new(),
-        };
+        let config_desc = Descriptor::new(oci::OCI_CONFIG, id.clone(), config_bytes.len() as u64);
+        let manifest = Manifest::oci(config_desc, layers);
         let manifest_bytes = oci::to_json(&manifest);
         let manifest_digest = store.write_blob(&manifest_bytes, None)?;
         let mut tags = Vec::new();
         for t in entry.repo_tags.unwrap_or_default() {
             tags.push(Reference::parse(&t)?);
         }
-        let record = ImageRecord {
-            id: id.clone(),
-            manifest: manifest_digest,
-            media_type: oci::OCI_MANIFEST.into(),
-            repo_digests: Default::default(),
-            layer_sizes: sizes,
-            added: jiff::Timestamp::now().to_string(),
-        };
+        let record = ImageRecord::new(id.clone(), manifest_digest, oci::OCI_MANIFEST, sizes);
         store.add_image(record, &tags)?;
         out.push(Loaded { id, tags });
     }
@@ -281,14 +262,6 @@ fn ingest(
     progress: &dyn Progress,
 ) -> Result<(Descriptor, u64)> {
     let short = diff_id.short();
-    let descriptor = |digest: Digest, size: u64, media_type: &str| Descriptor {
-        media_type: media_type.to_string(),
-        digest,
-        size,
-        platform: None,
-        annotations: BTreeMap::new(),
-        urls: Vec::new(),
-    };
     if let Some(d) = expected_blob
         && store.has_blob(&d.digest)
         && store.has_layer(diff_id)
@@ -302,7 +275,7 @@ fn ingest(
             .map(|m| m.len())
             .unwrap_or(0);
         return Ok((
-            descriptor(diff_id.clone(), size, oci::OCI_LAYER),
+            Descriptor::new(oci::OCI_LAYER, diff_id.clone(), size),
             store.layer_size(diff_id),
         ));
     }
@@ -310,13 +283,8 @@ fn ingest(
     let file = std::io::BufReader::with_capacity(1 << 18, source.open(name)?);
     let layer = store.ingest_layer(file, name, expected_blob.map(|d| &d.digest), Some(diff_id), &|_| {})?;
     progress.layer(short, "Loaded", layer.size, Some(layer.size));
-    let media_type = match (expected_blob, layer.compression) {
-        (Some(d), _) => d.media_type.as_str(),
-        (None, Compression::None) => oci::OCI_LAYER,
-        (None, Compression::Gzip) => oci::OCI_LAYER_GZIP,
-        (None, Compression::Zstd) => oci::OCI_LAYER_ZSTD,
-    };
-    Ok((descriptor(layer.blob, layer.blob_size, media_type), layer.size))
+    let media_type = expected_blob.map_or(oci::layer_media_type(layer.compression), |d| d.media_type.as_str());
+    Ok((Descriptor::new(media_type, layer.blob, layer.blob_size), layer.size))
 }
 
 fn load_oci(store: &Store, source: &Source, progress: &dyn Progress) -> Result<Vec<Loaded>> {
@@ -374,14 +342,8 @@ fn load_oci(store: &Store, source: &Source, progress: &dyn Progress) -> Result<V
                 break;
             }
         }
-        let record = ImageRecord {
-            id: id.clone(),
-            manifest: manifest_digest,
-            media_type: oci::manifest_media_type(&manifest_bytes, Some(&desc.media_type)),
-            repo_digests: Default::default(),
-            layer_sizes: sizes,
-            added: jiff::Timestamp::now().to_string(),
-        };
+        let media_type = oci::manifest_media_type(&manifest_bytes, Some(&desc.media_type));
+        let record = ImageRecord::new(id.clone(), manifest_digest, &media_type, sizes);
         store.add_image(record, &tags)?;
         out.push(Loaded { id, tags });
     }

@@ -8,7 +8,6 @@ use std::io::Read;
 use super::oci::{self, ContainerConfig, Descriptor, History, ImageConfig, Manifest, Platform, RootFs};
 use super::reference::{Digest, Reference};
 use super::store::{ImageRecord, Store};
-use super::unpack::Compression;
 use super::{ImageError, Result};
 
 /// How to import.
@@ -66,35 +65,16 @@ pub fn import(store: &Store, tarball: impl Read, tag: Option<&Reference>, option
     };
     let config_bytes = oci::to_json(&config);
     let id = store.write_blob(&config_bytes, None)?;
-    let media_type = match layer.compression {
-        Compression::None => oci::OCI_LAYER,
-        Compression::Gzip => oci::OCI_LAYER_GZIP,
-        Compression::Zstd => oci::OCI_LAYER_ZSTD,
-    };
-    let descriptor = |media_type: &str, digest: Digest, size: u64| Descriptor {
-        media_type: media_type.to_string(),
-        digest,
-        size,
-        platform: None,
-        annotations: BTreeMap::new(),
-        urls: Vec::new(),
-    };
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(oci::OCI_MANIFEST.into()),
-        config: descriptor(oci::OCI_CONFIG, id.clone(), config_bytes.len() as u64),
-        layers: vec![descriptor(media_type, layer.blob, layer.blob_size)],
-        annotations: BTreeMap::new(),
-    };
+    let manifest = Manifest::oci(
+        Descriptor::new(oci::OCI_CONFIG, id.clone(), config_bytes.len() as u64),
+        vec![Descriptor::new(
+            oci::layer_media_type(layer.compression),
+            layer.blob,
+            layer.blob_size,
+        )],
+    );
     let manifest_digest = store.write_blob(&oci::to_json(&manifest), None)?;
-    let record = ImageRecord {
-        id: id.clone(),
-        manifest: manifest_digest,
-        media_type: oci::OCI_MANIFEST.into(),
-        repo_digests: Default::default(),
-        layer_sizes: vec![layer.size],
-        added: now,
-    };
+    let record = ImageRecord::new(id.clone(), manifest_digest, oci::OCI_MANIFEST, vec![layer.size]);
     store.add_image(record, tag.map(std::slice::from_ref).unwrap_or_default())?;
     Ok(id)
 }

@@ -58,6 +58,30 @@ pub struct Descriptor {
     pub urls: Vec<String>,
 }
 
+impl Descriptor {
+    /// A plain descriptor: no platform, annotations or URLs.
+    pub fn new(media_type: &str, digest: Digest, size: u64) -> Descriptor {
+        Descriptor {
+            media_type: media_type.to_string(),
+            digest,
+            size,
+            platform: None,
+            annotations: BTreeMap::new(),
+            urls: Vec::new(),
+        }
+    }
+}
+
+/// The OCI media type of a layer stream with this compression.
+pub fn layer_media_type(compression: super::unpack::Compression) -> &'static str {
+    use super::unpack::Compression;
+    match compression {
+        Compression::None => OCI_LAYER,
+        Compression::Gzip => OCI_LAYER_GZIP,
+        Compression::Zstd => OCI_LAYER_ZSTD,
+    }
+}
+
 /// An operating system and architecture.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {
@@ -136,6 +160,19 @@ pub struct Manifest {
     /// Free-form annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// An OCI manifest of a config and layers berth made or loaded.
+    pub fn oci(config: Descriptor, layers: Vec<Descriptor>) -> Manifest {
+        Manifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.into()),
+            config,
+            layers,
+            annotations: BTreeMap::new(),
+        }
+    }
 }
 
 /// An image index or Docker manifest list.

@@ -45,6 +45,18 @@ pub struct ImageRecord {
 }
 
 impl ImageRecord {
+    /// A record added now, known to no registry yet.
+    pub fn new(id: Digest, manifest: Digest, media_type: &str, layer_sizes: Vec<u64>) -> ImageRecord {
+        ImageRecord {
+            id,
+            manifest,
+            media_type: media_type.to_string(),
+            repo_digests: BTreeSet::new(),
+            layer_sizes,
+            added: jiff::Timestamp::now().to_string(),
+        }
+    }
+
     /// Total unpacked size, as `image ls` shows it.
     pub fn size(&self) -> u64 {
         self.layer_sizes.iter().sum()
