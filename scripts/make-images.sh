@@ -1,68 +1,84 @@
 #!/usr/bin/env bash
 # Makes the base images of the tests and benchmarks locally (nothing can come from Docker Hub), as
-# `docker save` archives that `berth image load` (and `docker load`) read:
-#   OUTDIR/busybox.tar  busybox:latest, one layer from Debian's busybox-static (always)
-#   OUTDIR/debian.tar   debian:bookworm, one layer from `debootstrap --variant=minbase` (--debian)
-#   OUTDIR/bench.tar    bench:5layers, the Debian root split into 5 gzip layers, ~100 MB (--bench)
-# The debootstrap root is cached in ${BERTH_IMAGE_CACHE:-/var/cache/berth-images}, so only the first
-# run downloads packages (from $BERTH_DEBIAN_MIRROR, default deb.debian.org). Usage: make-images.sh OUTDIR [--debian] [--bench]
+# `docker save` archives (Docker's classic layout) that `berth image load` and `docker load` read,
+# written reproducibly by scripts/docker-save.py:
+#   OUTDIR/busybox.tar  busybox:latest, one layer from Debian's busybox-static, CMD ["sh"] (always;
+#                       about 2.5 MB)
+#   OUTDIR/debian.tar   debian:bookworm, one layer: `debootstrap --variant=minbase bookworm`,
+#                       CMD ["bash"] (--debian; about 120 MB)
+#   OUTDIR/bench.tar    bench:5layers, the same Debian root cut into 5 layers of similar size
+#                       (~23 MB each, ~115 MB unpacked), gzip-compressed layers as a pushed image has
+#                       them (--bench; about 40 MB)
+# The debootstrap root is cached in ${BERTH_IMAGE_CACHE:-/var/cache/berth-images}/bookworm-minbase, so
+# only the first run downloads packages, from $BERTH_DEBIAN_MIRROR or else apt's own Debian mirror.
+# debian.tar and bench.tar are rewritten only when older than that root or these scripts;
+# busybox.tar (small) always. Prints the path of each archive. Needs root (debootstrap, device nodes).
+#
+# Usage: make-images.sh OUTDIR [--debian] [--bench]
 set -euo pipefail
-out=${1:?usage: make-images.sh OUTDIR [--debian] [--bench]}
+usage='usage: make-images.sh OUTDIR [--debian] [--bench]'
+out=${1:?$usage}
 shift
 debian=0 bench=0
 for a in "$@"; do
   case $a in
     --debian) debian=1 ;;
     --bench) bench=1 ;;
-    *) echo "unknown flag $a" >&2; exit 2 ;;
+    *) echo "make-images.sh: unknown flag $a; $usage" >&2; exit 2 ;;
   esac
 done
+umask 022
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+writer=$here/docker-save.py
 cache=${BERTH_IMAGE_CACHE:-/var/cache/berth-images}
 mkdir -p "$out"
 work=$(mktemp -d "${TMPDIR:-/tmp}/berth-make-images.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 bash "$here/make-busybox-rootfs.sh" "$work/busybox"
-python3 "$here/docker-save.py" "$out/busybox.tar" busybox:latest '["sh"]' "$work/busybox"
+python3 "$writer" "$out/busybox.tar" busybox:latest '["sh"]' "$work/busybox"
 echo "$out/busybox.tar"
+((debian || bench)) || exit 0
 
-if ((debian || bench)); then
-  root=$cache/bookworm-minbase
-  if [[ ! -e $root/.complete ]]; then
-    command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >/dev/null
+# apt's own Debian mirror (the first `.../debian` source), unless BERTH_DEBIAN_MIRROR says otherwise.
+apt_mirror() {
+  { grep -rhE '^[[:space:]]*(URIs:|deb[[:space:]])' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null |
+    grep -oE 'https?://[^[:space:]]+/debian/?([[:space:]]|$)' | head -1 | tr -d '[:space:]'; } || true
+}
+root=$cache/bookworm-minbase
+done_mark=$cache/bookworm-minbase.complete
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9 # concurrent runs debootstrap once
+if [[ ! -e $done_mark ]]; then
+  if [[ ! -e $root/.complete ]]; then # (an older version of this script marked the root inside)
+    command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; }
+    mirror=${BERTH_DEBIAN_MIRROR:-$(apt_mirror)}
+    mirror=${mirror:-http://deb.debian.org/debian}
     rm -rf "$root"
-    mkdir -p "$cache"
-    debootstrap --variant=minbase bookworm "$root" "${BERTH_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$work/debootstrap.log" 2>&1 ||
-      { tail -20 "$work/debootstrap.log" >&2; exit 1; }
-    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-    touch "$root/.complete"
+    start=$SECONDS
+    debootstrap --variant=minbase bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
+      { tail -20 "$work/debootstrap.log" >&2; echo "make-images.sh: debootstrap from $mirror failed" >&2; exit 1; }
+    echo "make-images.sh: debootstrap from $mirror took $((SECONDS - start)) s" >&2
   fi
+  # What an image has no use for, or that is the build machine's: downloaded packages, apt lists,
+  # debootstrap's log, the host name and resolver (the runtime writes its own).
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* \
+    "$root"/var/log/bootstrap.log "$root"/etc/hostname "$root"/etc/resolv.conf "$root/.complete"
+  touch "$done_mark"
 fi
+flock -u 9
+
+# Whether archive $1 must be (re)written: missing, or older than the root or the scripts.
+stale() { [[ ! -s $1 || $done_mark -nt $1 || $writer -nt $1 || ${BASH_SOURCE[0]} -nt $1 ]]; }
+# /dev, /proc and /sys are empty directories in an image, as in Docker's Debian images.
+empty=(--empty dev --empty proc --empty sys)
 if ((debian)); then
-  python3 "$here/docker-save.py" "$out/debian.tar" debian:bookworm '["bash"]' "$root"
+  stale "$out/debian.tar" && python3 "$writer" "$out/debian.tar" debian:bookworm '["bash"]' "${empty[@]}" "$root"
   echo "$out/debian.tar"
 fi
 if ((bench)); then
-  # Five layers of similar size: the Debian root split by directory, plus /usr/lib copied as a fifth
-  # so the image is about 100 MB unpacked.
-  mkdir -p "$work"/l{1,2,3,4,5}
-  for d in "$root"/*; do
-    case ${d##*/} in
-      usr) ;;
-      *) cp -a "$d" "$work/l1/" ;;
-    esac
-  done
-  mkdir -p "$work"/l{2,3,4}/usr
-  for d in "$root"/usr/*; do
-    case ${d##*/} in
-      lib) cp -a "$d" "$work/l2/usr/" ;;
-      bin | sbin) cp -a "$d" "$work/l3/usr/" ;;
-      *) cp -a "$d" "$work/l4/usr/" ;;
-    esac
-  done
-  mkdir -p "$work/l5/opt"
-  cp -a "$root/usr/lib" "$work/l5/opt/lib-copy"
-  python3 "$here/docker-save.py" "$out/bench.tar" bench:5layers '["bash"]' --gzip "$work"/l{1,2,3,4,5}
+  stale "$out/bench.tar" &&
+    python3 "$writer" "$out/bench.tar" bench:5layers '["bash"]' "${empty[@]}" --gzip --split 5 --min-bytes 100000000 "$root"
   echo "$out/bench.tar"
 fi
