@@ -7,4 +7,5 @@ pub mod compose;
 pub mod fsutil;
 pub mod graph;
 pub mod image;
+pub mod network;
 pub mod runtime;
