@@ -10,6 +10,7 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 
 use super::{Cli, Result};
+use crate::network::Networks;
 use crate::runtime::control::{self, ExecRequest, frame};
 use crate::runtime::lifecycle::read_log;
 use crate::runtime::process::parse_signal;
@@ -246,9 +247,20 @@ pub struct RunArgs {
     /// Labels: `key=value`.
     #[arg(short, long)]
     label: Vec<String>,
-    /// Network: `none` (loopback only), `host`, or `ns:PATH` of an existing namespace.
-    #[arg(long, default_value = "none")]
-    network: String,
+    /// Network: `none` (loopback only, the default), `host`, `ns:PATH` of an existing namespace,
+    /// `container:NAME` (share another container's), or the name of a network (`berth network
+    /// create`); repeat to join several networks.
+    #[arg(long, alias = "net")]
+    network: Vec<String>,
+    /// Extra DNS names of the container on its first network.
+    #[arg(long = "network-alias", alias = "net-alias")]
+    network_alias: Vec<String>,
+    /// A fixed IPv4 address on the first network.
+    #[arg(long)]
+    ip: Option<std::net::Ipv4Addr>,
+    /// Publish container ports: `[IP:][HOST[-HOST]:]PORT[-PORT][/tcp|udp]`.
+    #[arg(short, long)]
+    publish: Vec<String>,
     /// Extra /etc/hosts entries: `host:ip`.
     #[arg(long)]
     add_host: Vec<String>,
@@ -324,8 +336,7 @@ pub fn run(cli: &Cli, cmd: &ContainerCommand, out: &mut dyn Write) -> Result<i32
             }
         }),
         ContainerCommand::Create(a) => {
-            let spec = build_spec(a, &rt)?;
-            let c = rt.create(spec)?;
+            let c = create_container(&rt, a, false)?;
             writeln!(out, "{}", c.id())?;
             Ok(0)
         }
@@ -396,7 +407,10 @@ pub fn run(cli: &Cli, cmd: &ContainerCommand, out: &mut dyn Write) -> Result<i32
             writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?;
             Ok(0)
         }
-        ContainerCommand::Rm { force, containers } => each(&rt, containers, out, |rt, c| Ok(rt.delete(c, *force)?)),
+        ContainerCommand::Rm { force, containers } => each(&rt, containers, out, |rt, c| {
+            rt.delete(c, *force)?;
+            disconnect(rt, c)
+        }),
         ContainerCommand::Top { container } => {
             let c = rt.lookup(container)?;
             top(&rt, &c, out)?;
@@ -439,26 +453,116 @@ fn each(
     Ok(if failed > 0 { 1 } else { 0 })
 }
 
-fn run_container(rt: &Runtime, a: &RunArgs, out: &mut dyn Write) -> Result<i32> {
+/// The label that ties a container to its network endpoint.
+const ENDPOINT_LABEL: &str = "berth.network.endpoint";
+
+/// Creates a container from `run`/`create` flags; a named network gets an endpoint, connected
+/// before the container exists for anyone else to start, and removed again if anything fails.
+fn create_container(rt: &Runtime, a: &RunArgs, auto_remove: bool) -> Result<Container> {
     let mut spec = build_spec(a, rt)?;
-    spec.auto_remove = a.rm;
+    spec.auto_remove = auto_remove;
+    let Some(mut endpoint) = super::network::endpoint_for_run(&a.network, &a.network_alias, a.ip, &a.publish)? else {
+        return Ok(rt.create(spec)?);
+    };
+    let nets = Networks::new(rt.root())?;
+    spec.network = NetworkSpec::Path(nets.layout().endpoint(&endpoint.key));
+    spec.resolv_conf = Some(nets.resolv_conf(&endpoint.networks[0].network)?);
+    spec.labels.insert(ENDPOINT_LABEL.into(), endpoint.key.clone());
     let c = rt.create(spec)?;
+    endpoint.names.push(c.name().to_string());
+    if let Some(h) = &c.config.spec.hostname {
+        endpoint.names.push(h.clone());
+    }
+    let connected = nets.connect(&endpoint).map_err(anyhow::Error::from).and_then(|e| {
+        // Like Docker, the container's own address maps to its hostname.
+        let hostname = c
+            .config
+            .spec
+            .hostname
+            .clone()
+            .unwrap_or_else(|| c.id()[..12].to_string());
+        let own: Vec<(String, String)> = e
+            .attachments
+            .iter()
+            .take(1)
+            .map(|a| (hostname.clone(), a.address.to_string()))
+            .collect();
+        Ok(rt.add_hosts(&c, &own)?)
+    });
+    if let Err(e) = connected {
+        let _ = rt.delete(&c, true);
+        let _ = nets.disconnect(&endpoint.key);
+        return Err(e);
+    }
+    Ok(c)
+}
+
+/// `--network container:NAME`: the other container's namespace (compose's `network_mode:
+/// container:x` and `service:x`): its endpoint's kept namespace, the host's, or its live process's.
+fn shared_netns(rt: &Runtime, name: &str) -> Result<NetworkSpec> {
+    let c = rt.lookup(name)?;
+    Ok(match &c.config.spec.network {
+        NetworkSpec::Path(p) => NetworkSpec::Path(p.clone()),
+        NetworkSpec::Host => NetworkSpec::Host,
+        NetworkSpec::None => match c.state.pid {
+            Some(pid) if c.is_running() => NetworkSpec::Path(PathBuf::from(format!("/proc/{pid}/ns/net"))),
+            _ => bail!("cannot join the network namespace of {name}: it is not running"),
+        },
+    })
+}
+
+/// Removes a container's network endpoint, if it has one.
+fn disconnect(rt: &Runtime, c: &Container) -> Result<()> {
+    if let Some(key) = c.config.spec.labels.get(ENDPOINT_LABEL) {
+        Networks::new(rt.root())?.disconnect(key)?;
+    }
+    Ok(())
+}
+
+/// `berth port CONTAINER [PORT[/PROTO]]`.
+pub fn port(cli: &Cli, name: &str, filter: Option<&str>, out: &mut dyn Write) -> Result<i32> {
+    let rt = Runtime::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let c = rt.lookup(name)?;
+    let key = c.config.spec.labels.get(ENDPOINT_LABEL);
+    match key
+        .map(|k| Networks::new(rt.root()).and_then(|n| n.endpoint(k)))
+        .transpose()?
+        .flatten()
+    {
+        Some(e) => super::network::port(&e, filter, out),
+        None if filter.is_some() => bail!("no public port '{}' published for {name}", filter.unwrap_or_default()),
+        None => Ok(0),
+    }
+}
+
+fn run_container(rt: &Runtime, a: &RunArgs, out: &mut dyn Write) -> Result<i32> {
+    let c = create_container(rt, a, a.rm)?;
     if a.io.detach {
         if let Err(e) = rt.start(&c, StartMode::Detached) {
             if a.rm {
                 let _ = rt.delete(&rt.refresh(&c)?, true);
+                let _ = disconnect(rt, &c);
             }
             return Err(e.into());
         }
         writeln!(out, "{}", c.id())?;
         return Ok(0);
     }
-    rt.start(&c, StartMode::AttachFirst)?;
+    if let Err(e) = rt.start(&c, StartMode::AttachFirst) {
+        if a.rm {
+            let _ = disconnect(rt, &c);
+        }
+        return Err(e.into());
+    }
     let c = rt.refresh(&c)?;
     proxy_signals(rt, &c);
     let session = rt.attach(&c, a.io.interactive)?.into_stream();
-    let code = stream_session(session, a.io.interactive, a.io.tty)?;
-    Ok(code)
+    let code = stream_session(session, a.io.interactive, a.io.tty);
+    if a.rm {
+        // The supervisor removes the container; its endpoint is ours to remove.
+        let _ = disconnect(rt, &c);
+    }
+    code
 }
 
 fn parse_bytes(s: &str) -> Result<u64> {
@@ -600,12 +704,14 @@ fn build_spec(a: &RunArgs, rt: &Runtime) -> Result<ContainerSpec> {
             .ok_or_else(|| anyhow!("invalid --add-host {h:?}: want host:ip"))?;
         spec.extra_hosts.push((host.to_string(), ip.to_string()));
     }
-    spec.network = match a.network.as_str() {
+    spec.network = match a.network.first().map_or("none", String::as_str) {
         "none" => NetworkSpec::None,
         "host" => NetworkSpec::Host,
-        other => match other.strip_prefix("ns:") {
-            Some(p) => NetworkSpec::Path(PathBuf::from(p)),
-            None => bail!("unsupported network {other:?}: use none, host or ns:PATH"),
+        other => match (other.strip_prefix("ns:"), other.strip_prefix("container:")) {
+            (Some(p), _) => NetworkSpec::Path(PathBuf::from(p)),
+            (_, Some(name)) => shared_netns(rt, name)?,
+            // A named network: `create_container` connects the endpoint.
+            _ => NetworkSpec::None,
         },
     };
     Ok(spec)

@@ -4,6 +4,7 @@
 
 mod container;
 pub mod image;
+pub mod network;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -63,6 +64,16 @@ pub enum Command {
     Images(image::LsArgs),
     /// Remove images (`image rm`).
     Rmi(image::RmArgs),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(Box<network::NetworkCommand>),
+    /// List a container's published ports, or the host address of one port.
+    Port {
+        /// The container.
+        container: String,
+        /// `PORT[/PROTO]`.
+        port: Option<String>,
+    },
     /// Log in to a registry (credentials go to ~/.docker/config.json).
     Login {
         /// User name.
@@ -168,6 +179,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32> {
     match &cli.command {
         Command::Container(c) => container::run(cli, c, out),
         Command::Image(c) => image::run(cli, c, out),
+        Command::Network(c) => network::run(cli, c, out),
+        Command::Port { container, port } => container::port(cli, container, port.as_deref(), out),
         Command::Images(a) => image::run(cli, &image::ImageCommand::Ls(a.clone()), out),
         Command::Rmi(a) => image::run(cli, &image::ImageCommand::Rm(a.clone()), out),
         Command::Login {

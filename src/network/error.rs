@@ -72,12 +72,19 @@ pub enum NetworkError {
 impl NetworkError {
     /// An I/O error on `path` while doing `op`.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, error: std::io::Error) -> Self {
-        NetworkError::Io { op, path: path.into(), error }
+        NetworkError::Io {
+            op,
+            path: path.into(),
+            error,
+        }
     }
 
     /// A system call error while doing `op`.
     pub fn sys(op: impl Into<String>, error: impl Into<std::io::Error>) -> Self {
-        NetworkError::Sys { op: op.into(), error: error.into() }
+        NetworkError::Sys {
+            op: op.into(),
+            error: error.into(),
+        }
     }
 }
 

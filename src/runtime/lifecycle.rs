@@ -127,6 +127,17 @@ impl Runtime {
         self.get(&id)
     }
 
+    /// Appends `/etc/hosts` entries (`host`, `address`) to a container that has not started yet,
+    /// such as its own address, which the network layer assigns after `create`.
+    pub fn add_hosts(&self, c: &Container, entries: &[(String, String)]) -> Result<()> {
+        let path = c.dir.etc("hosts");
+        let mut text = std::fs::read_to_string(&path).map_err(RuntimeError::io("read", &path))?;
+        for (host, addr) in entries {
+            text.push_str(&format!("{addr}\t{host}\n"));
+        }
+        std::fs::write(&path, text).map_err(RuntimeError::io("write", &path))
+    }
+
     /// Every container, newest first.
     pub fn list(&self) -> Result<Vec<Container>> {
         let base = self.root.join("containers");

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod berth;
 pub mod registry;
 
 use std::path::PathBuf;
