@@ -42,6 +42,8 @@ cmds=(
   -n "berth cold" --prepare "rm -rf $W/b" "$BERTH --root $W/b image pull -q $REF"
   -n "skopeo cold" --prepare "rm -rf $W/s" "skopeo copy -q --src-tls-verify=false docker://$REF oci:$W/s:bench"
 )
+# Pull leaves unpacking to the first container; this one includes it, for peers that unpack on pull.
+cmds+=(-n "berth cold+unpack" --prepare "rm -rf $W/c" "sh -c '$BERTH --root $W/c image pull -q $REF && $BERTH --root $W/c container create $REF true >/dev/null'")
 if command -v podman >/dev/null; then
   cmds+=(-n "podman cold" --prepare "rm -rf $W/p" "podman --root $W/p --runroot $W/pr pull -q --tls-verify=false $REF")
 fi
@@ -61,7 +63,7 @@ hyperfine -N -w 1 -r "$RUNS" --export-json "$W/warm.json" "${warm[@]}"
 
 # Unpack throughput: import the image's layers as one uncompressed tarball (no network, no gzip).
 mkdir -p "$W/flat"
-for d in "$W"/b/images/layers/*/; do cp -a "$d." "$W/flat/"; done
+for d in "$W"/seed/images/layers/*/; do cp -a "$d." "$W/flat/"; done
 tar -C "$W/flat" --numeric-owner -cf "$W/flat.tar" .
 FLAT=$(stat -c %s "$W/flat.tar")
 hyperfine -N -w 1 -r "$RUNS" --export-json "$W/unpack.json" \

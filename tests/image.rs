@@ -167,6 +167,19 @@ fn import_push_remove_pull_run_round_trip() {
     assert_eq!(inspect[0]["Id"], id.as_str(), "the pulled image has the pushed config");
     let again = env.ok(&["image", "pull", &name]);
     assert!(again.contains("Image is up to date"), "{again}");
+    // Pull stores verified blobs and sizes; the first container unpacks the layer.
+    let unpacked = || {
+        listing(&env.store().join("layers"))
+            .into_iter()
+            .filter(|p| !p.ends_with(".size"))
+            .count()
+    };
+    assert_eq!(unpacked(), 0, "pull unpacked eagerly");
+    assert!(
+        !env.images().contains(" 0B"),
+        "the size is known before unpacking: {}",
+        env.images()
+    );
     let run = env.ok(&[
         "container",
         "run",
@@ -177,6 +190,7 @@ fn import_push_remove_pull_run_round_trip() {
         "echo $GREETING from $(hostname -s | wc -c)",
     ]);
     assert!(run.starts_with("hello from"), "{run}");
+    assert!(unpacked() > 0, "the first run unpacked the layer");
     // The pulled image runs its own CMD.
     let run = env.ok(&["container", "run", "--rm", "--entrypoint", "", &name, "echo", "entry"]);
     assert_eq!(run.trim(), "entry");

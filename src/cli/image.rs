@@ -567,7 +567,14 @@ fn inspect(store: &Store, name: &str) -> Result<serde_json::Value> {
             None => rd.clone(),
         })
         .collect();
-    let layers = store.layer_dirs(&record).unwrap_or_default();
+    // Where the layers are (or will be, once a container unpacks them); inspecting unpacks nothing.
+    let layers: Vec<PathBuf> = config
+        .rootfs
+        .diff_ids
+        .iter()
+        .rev()
+        .map(|d| store.layer_dir(d))
+        .collect();
     Ok(serde_json::json!({
         "Id": record.id,
         "RepoTags": tags,

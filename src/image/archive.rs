@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::oci::{self, Descriptor, ImageConfig, Index, Manifest, Platform};
 use super::reference::{Digest, Reference};
-use super::store::{ImageRecord, Store};
+use super::store::{ImageRecord, Store, Unpack};
 use super::unpack;
 use super::{ImageError, Progress, Result};
 
@@ -281,7 +281,14 @@ fn ingest(
     }
     progress.layer(short, "Loading layer", 0, None);
     let file = std::io::BufReader::with_capacity(1 << 18, source.open(name)?);
-    let layer = store.ingest_layer(file, name, expected_blob.map(|d| &d.digest), Some(diff_id), &|_| {})?;
+    let layer = store.ingest_layer(
+        file,
+        name,
+        expected_blob.map(|d| &d.digest),
+        Some(diff_id),
+        Unpack::Now,
+        &|_| {},
+    )?;
     progress.layer(short, "Loaded", layer.size, Some(layer.size));
     let media_type = expected_blob.map_or(oci::layer_media_type(layer.compression), |d| d.media_type.as_str());
     Ok((Descriptor::new(media_type, layer.blob, layer.blob_size), layer.size))

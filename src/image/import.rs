@@ -7,7 +7,7 @@ use std::io::Read;
 
 use super::oci::{self, ContainerConfig, Descriptor, History, ImageConfig, Manifest, Platform, RootFs};
 use super::reference::{Digest, Reference};
-use super::store::{ImageRecord, Store};
+use super::store::{ImageRecord, Store, Unpack};
 use super::{ImageError, Result};
 
 /// How to import.
@@ -35,6 +35,7 @@ pub fn import(store: &Store, tarball: impl Read, tag: Option<&Reference>, option
         &options.source,
         None,
         None,
+        Unpack::Now,
         &|_| {},
     )?;
     let platform = options.platform.clone().unwrap_or_else(Platform::host);

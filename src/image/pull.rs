@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use super::oci::{self, ImageConfig, Index, Manifest, Platform};
 use super::reference::{Digest, Reference};
 use super::registry::{Client, Credentials, RegistryOptions};
-use super::store::{ImageRecord, Store};
+use super::store::{ImageRecord, Store, Unpack};
 use super::{ImageError, Progress, Result};
 
 /// How to pull.
@@ -117,7 +117,7 @@ pub fn pull(
         .layers
         .iter()
         .zip(&config.rootfs.diff_ids)
-        .all(|(l, d)| store.has_layer(d) && store.has_blob(&l.digest));
+        .all(|(l, _)| store.has_blob(&l.digest));
     let up_to_date = complete && store.has_blob(&manifest_doc.digest);
 
     if !complete {
@@ -194,13 +194,9 @@ fn fetch_layer(
     progress: &dyn Progress,
 ) -> Result<()> {
     let short = desc.digest.short();
-    if store.has_layer(diff_id) && store.has_blob(&desc.digest) {
-        progress.layer(short, "Already exists", desc.size, Some(desc.size));
-        return Ok(());
-    }
+    // A stored blob was verified when it was written; the layer is unpacked at first use.
     if store.has_blob(&desc.digest) {
-        store.unpack_stored(&desc.digest, diff_id)?;
-        progress.layer(short, "Pull complete", desc.size, Some(desc.size));
+        progress.layer(short, "Already exists", desc.size, Some(desc.size));
         return Ok(());
     }
     if !desc.urls.is_empty() {
@@ -220,6 +216,7 @@ fn fetch_layer(
         short,
         Some(&desc.digest),
         Some(diff_id),
+        Unpack::Later,
         &report,
     )?;
     progress.layer(short, "Pull complete", total, Some(total));

@@ -94,6 +94,16 @@ pub struct IngestedLayer {
     pub compression: unpack::Compression,
 }
 
+/// When a stored layer is unpacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unpack {
+    /// While it is stored (load, import: the content is at hand once).
+    Now,
+    /// At first use (pull: like `containerd`'s fetch, the blob is verified and kept, and the first
+    /// container unpacks it).
+    Later,
+}
+
 /// The image store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -148,7 +158,7 @@ impl Store {
         self.layer_dir(diff_id).is_dir()
     }
 
-    /// The recorded uncompressed size of an unpacked layer.
+    /// The recorded uncompressed size of a stored layer (unpacked or not).
     pub fn layer_size(&self, diff_id: &Digest) -> u64 {
         std::fs::read_to_string(self.layer_size_path(diff_id))
             .ok()
@@ -190,18 +200,24 @@ impl Store {
         })
     }
 
-    /// Stores a layer stream in one pass: the stream is written to a blob and, through its decompressor,
-    /// unpacked into a fresh directory. Both digests are checked against the expected ones when given; only
-    /// then do the blob and the layer directory appear. `progress` is called with the stream's bytes read
-    /// so far.
+    /// Stores a layer stream. With `Unpack::Now`, in one pass: the stream is written to a blob and,
+    /// through its decompressor, hashed and unpacked into a fresh directory; both digests are checked
+    /// against the expected ones when given, and only then do the blob and the layer directory appear.
+    /// With `Unpack::Later`, only the verified blob and the layer's size are stored, and the first
+    /// `layer_dirs` unpacks it, checking the diff id. `progress` is called with the stream's bytes
+    /// read so far.
     pub fn ingest_layer(
         &self,
         source: impl Read,
         name: &str,
         expected_blob: Option<&Digest>,
         expected_diff_id: Option<&Digest>,
+        when: Unpack,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<IngestedLayer> {
+        if when == Unpack::Later {
+            return self.fetch_layer(source, name, expected_blob, expected_diff_id, progress);
+        }
         let blob = self.blob_writer()?;
         let tmp = TempDir::new(
             self.root
@@ -259,6 +275,52 @@ impl Store {
         })
     }
 
+    /// Stores a layer's blob only, checking its digest, and records its uncompressed size from the
+    /// blob's header or trailer (decompressing to count only when the format does not say). The
+    /// diff id is checked when the layer is unpacked, before its directory appears.
+    fn fetch_layer(
+        &self,
+        source: impl Read,
+        name: &str,
+        expected_blob: Option<&Digest>,
+        expected_diff_id: Option<&Digest>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<IngestedLayer> {
+        let diff_id = expected_diff_id
+            .cloned()
+            .ok_or_else(|| corrupt(name, "a layer stored for later needs its diff id".into()))?;
+        let mut raw = HashingReader::new(source, Some(self.blob_writer()?), Some(progress));
+        std::io::copy(&mut raw, &mut std::io::sink()).map_err(|e| corrupt(name, format!("reading the layer: {e}")))?;
+        let writer = raw.sink.take().expect("the blob writer is set above");
+        let blob_size = writer.size;
+        let blob = writer.commit(expected_blob, &format!("layer {name}"))?;
+        let path = self.blob_path(&blob);
+        let mut file = File::open(&path).map_err(|e| ImageError::io("open", &path, e))?;
+        let (compression, size) =
+            unpack::stored_size(&mut file).map_err(|e| corrupt(name, format!("reading the layer: {e}")))?;
+        let size = match size {
+            Some(n) => n,
+            None => {
+                let (_, mut tar) = unpack::decompress(std::io::BufReader::new(
+                    File::open(&path).map_err(|e| ImageError::io("open", &path, e))?,
+                ))
+                .map_err(|e| corrupt(name, format!("reading the layer: {e}")))?;
+                std::io::copy(&mut tar, &mut std::io::sink())
+                    .map_err(|e| corrupt(name, format!("reading the layer: {e}")))?
+            }
+        };
+        if !self.has_layer(&diff_id) {
+            self.write_layer_size(&diff_id, size)?;
+        }
+        Ok(IngestedLayer {
+            blob,
+            blob_size,
+            diff_id,
+            size,
+            compression,
+        })
+    }
+
     /// Unpacks a layer whose blob is already stored (a layer that was removed, or loaded without
     /// unpacking), checking its diff id.
     pub fn unpack_stored(&self, blob: &Digest, diff_id: &Digest) -> Result<u64> {
@@ -286,10 +348,14 @@ impl Store {
         Ok(tar.count)
     }
 
-    fn commit_layer(&self, tmp: TempDir, diff_id: &Digest, size: u64) -> Result<()> {
+    fn write_layer_size(&self, diff_id: &Digest, size: u64) -> Result<()> {
         let size_path = self.layer_size_path(diff_id);
         fsutil::write_atomic(&size_path, size.to_string().as_bytes(), false)
-            .map_err(|e| ImageError::io("write", &size_path, e))?;
+            .map_err(|e| ImageError::io("write", &size_path, e))
+    }
+
+    fn commit_layer(&self, tmp: TempDir, diff_id: &Digest, size: u64) -> Result<()> {
+        self.write_layer_size(diff_id, size)?;
         let dir = self.layer_dir(diff_id);
         match std::fs::rename(&tmp.path, &dir) {
             Ok(()) => {

@@ -118,6 +118,31 @@ pub fn decompress<'a>(mut reader: impl Read + 'a) -> io::Result<(Compression, Bo
     Ok((compression, reader))
 }
 
+/// A stored layer's compression and uncompressed size, read from its header or trailer without
+/// decompressing: a plain tar is its own size; gzip records the size (modulo 2^32) in the last four
+/// bytes of its member (single-member streams, as Docker and containerd write them); a zstd frame
+/// header may carry it. `None` when the stream does not tell; unpacking records the exact size.
+pub fn stored_size(file: &mut std::fs::File) -> io::Result<(Compression, Option<u64>)> {
+    use std::io::{Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    let mut prefix = vec![0; BLOCK.min(len as usize)];
+    file.seek(SeekFrom::Start(0))?;
+    file.read_exact(&mut prefix)?;
+    let compression = sniff(&prefix)?;
+    let size = match compression {
+        Compression::None => Some(len),
+        Compression::Gzip if (18..1 << 32).contains(&len) => {
+            let mut tail = [0u8; 4];
+            file.seek(SeekFrom::End(-4))?;
+            file.read_exact(&mut tail)?;
+            Some(u64::from(u32::from_le_bytes(tail)))
+        }
+        Compression::Gzip => None,
+        Compression::Zstd => zstd::zstd_safe::get_frame_content_size(&prefix).ok().flatten(),
+    };
+    Ok((compression, size))
+}
+
 /// The compression of a stream starting with `prefix` (up to one tar block).
 fn sniff(prefix: &[u8]) -> io::Result<Compression> {
     if let Ok(block) = <&[u8; BLOCK]>::try_from(prefix)
@@ -1314,6 +1339,37 @@ fn parse_pax(mut data: &[u8]) -> std::result::Result<PaxRecords, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn stored_size_reads_headers_and_trailers_without_decompressing() {
+        use std::io::Write;
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3000);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "f", &[7u8; 3000][..]).unwrap();
+        let tar = tar.into_inner().unwrap();
+        let dir = std::env::temp_dir().join(format!("berth-stored-size-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let check = |name: &str, bytes: &[u8], want: (Compression, Option<u64>)| {
+            let p = dir.join(name);
+            std::fs::write(&p, bytes).unwrap();
+            let got = stored_size(&mut std::fs::File::open(&p).unwrap()).unwrap();
+            assert_eq!(got, want, "{name}");
+        };
+        check("plain", &tar, (Compression::None, Some(tar.len() as u64)));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar).unwrap();
+        check(
+            "gzip",
+            &gz.finish().unwrap(),
+            (Compression::Gzip, Some(tar.len() as u64)),
+        );
+        let zst = zstd::encode_all(&tar[..], 3).unwrap();
+        check("zstd", &zst, (Compression::Zstd, Some(tar.len() as u64)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
     use super::*;
 
     fn path(raw: &str) -> std::result::Result<(String, String, String), &'static str> {
