@@ -52,14 +52,7 @@ impl Env {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.berth(args);
-        assert!(
-            out.status.success(),
-            "berth {args:?} failed ({:?}): {}",
-            out.status.code(),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
+        common::berth::succeeded(args, &self.berth(args))
     }
 
     fn fails(&self, args: &[&str]) -> String {

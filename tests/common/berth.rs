@@ -52,14 +52,7 @@ impl Berth {
 
     /// Runs berth and returns stdout, failing the test on a non-zero exit.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.berth(args);
-        assert!(
-            out.status.success(),
-            "berth {args:?} failed ({:?}): {}",
-            out.status.code(),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
+        succeeded(args, &self.berth(args))
     }
 
     /// `container run --rootfs <busybox> FLAGS CMD`.
@@ -115,6 +108,17 @@ impl Drop for Berth {
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// The stdout of a berth run with `args`, failing the test (with its stderr) when it failed.
+pub fn succeeded(args: &[&str], out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "berth {args:?} failed ({:?}): {}",
+        out.status.code(),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
 }
 
 /// Lossy UTF-8.
