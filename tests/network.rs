@@ -428,3 +428,37 @@ fn teardown_removes_links_namespaces_daemons_and_allocations() {
     assert_eq!(std::fs::read_dir(b.root.join("networks/domains")).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(b.root.join("networks/endpoints")).unwrap().count(), 0);
 }
+
+#[test]
+fn the_endpoint_of_a_detached_rm_container_is_pruned() {
+    let b = Berth::new("net-prune");
+    b.ok(&["network", "create", "short"]);
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let spec = format!("127.0.0.1:{port}:80");
+    b.run_d(&["--rm", "--network", "short", "-p", &spec], &["true"]);
+    until(10, "the --rm container to remove itself", || {
+        b.ok(&["container", "ps", "-aq"]).trim().is_empty()
+    });
+    // Its endpoint outlived it; the next run on the network prunes it and can take the port.
+    let state = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(b.root.join("networks/state.json")).unwrap()).unwrap()
+    };
+    assert_eq!(state()["endpoints"].as_object().unwrap().len(), 1);
+    b.run_d(&["--name", "next", "--network", "short", "-p", &spec], &["sleep", "60"]);
+    assert_eq!(
+        state()["endpoints"].as_object().unwrap().len(),
+        1,
+        "only the new endpoint is left"
+    );
+    assert_eq!(b.ok(&["port", "next", "80"]).trim(), format!("127.0.0.1:{port}"));
+    b.ok(&["container", "rm", "-f", "next"]);
+    // `network rm` prunes too, so a network whose containers are all gone can be removed.
+    b.run_d(&["--rm", "--network", "short"], &["true"]);
+    until(10, "the --rm container to remove itself", || {
+        b.ok(&["container", "ps", "-aq"]).trim().is_empty()
+    });
+    b.ok(&["network", "rm", "short"]);
+}

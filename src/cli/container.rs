@@ -465,6 +465,7 @@ fn create_container(rt: &Runtime, a: &RunArgs, auto_remove: bool) -> Result<Cont
         return Ok(rt.create(spec)?);
     };
     let nets = Networks::new(rt.root())?;
+    prune_orphans(rt, &nets)?;
     spec.network = NetworkSpec::Path(nets.layout().endpoint(&endpoint.key));
     spec.resolv_conf = Some(nets.resolv_conf(&endpoint.networks[0].network)?);
     spec.labels.insert(ENDPOINT_LABEL.into(), endpoint.key.clone());
@@ -509,6 +510,31 @@ fn shared_netns(rt: &Runtime, name: &str) -> Result<NetworkSpec> {
             _ => bail!("cannot join the network namespace of {name}: it is not running"),
         },
     })
+}
+
+/// Removes the endpoints of `container run` whose container is gone (a detached `--rm` one
+/// removes itself, and nobody is there to remove its endpoint), freeing their ports and addresses.
+fn prune_orphans(rt: &Runtime, nets: &Networks) -> Result<()> {
+    // Endpoints first, containers second: a container is created before its endpoint, so every
+    // endpoint seen here has its container in the list unless that container is really gone.
+    let seen: std::collections::BTreeSet<String> = nets.state()?.endpoints.into_keys().collect();
+    let owned: std::collections::BTreeSet<String> = rt
+        .list()?
+        .iter()
+        .filter_map(|c| c.config.spec.labels.get(ENDPOINT_LABEL).cloned())
+        .collect();
+    let prefix = super::network::RUN_ENDPOINT_PREFIX;
+    nets.prune_endpoints(|e| e.key.starts_with(prefix) && seen.contains(&e.key) && !owned.contains(&e.key))?;
+    Ok(())
+}
+
+/// `prune_orphans` for commands that have no runtime at hand.
+pub fn prune_endpoints(cli: &Cli) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let rt = Runtime::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    prune_orphans(&rt, &Networks::new(rt.root())?)
 }
 
 /// Removes a container's network endpoint, if it has one.

@@ -118,6 +118,7 @@ pub fn run(cli: &Cli, cmd: &NetworkCommand, out: &mut dyn Write) -> Result<i32> 
             super::container::write_table(out, &rows)?;
         }
         NetworkCommand::Rm { networks } => {
+            super::container::prune_endpoints(cli)?;
             let mut failed = 0;
             for name in networks {
                 match nets.remove_network(name) {
@@ -228,6 +229,9 @@ pub fn parse_publish(spec: &str) -> Result<Vec<PortConfig>> {
         .collect())
 }
 
+/// The first letter of the keys of endpoints made for `container run`/`create`.
+pub const RUN_ENDPOINT_PREFIX: &str = "c";
+
 /// Network flags of `container run`/`create` resolved into an endpoint, or `None` when the
 /// container uses a built-in mode (`none`, `host`, `ns:PATH`).
 pub fn endpoint_for_run(
@@ -262,7 +266,7 @@ pub fn endpoint_for_run(
         })
         .collect();
     Ok(Some(EndpointConfig {
-        key: format!("c{}", crate::fsutil::random_hex(8)),
+        key: format!("{RUN_ENDPOINT_PREFIX}{}", crate::fsutil::random_hex(8)),
         names: Vec::new(),
         networks: attachments,
         ports,

@@ -329,6 +329,26 @@ impl Networks {
         teardown_result(&format!("endpoint {key}"), errors)
     }
 
+    /// Removes the endpoints `orphaned` picks (those whose container is gone, such as one removed
+    /// by its own `--rm` while nobody waited for it); returns their keys. Keeps going past failures
+    /// and reports them all.
+    pub fn prune_endpoints(&self, orphaned: impl Fn(&EndpointRecord) -> bool) -> Result<Vec<String>> {
+        let keys: Vec<String> = self
+            .state()?
+            .endpoints
+            .values()
+            .filter(|e| orphaned(e))
+            .map(|e| e.key.clone())
+            .collect();
+        let mut errors = Vec::new();
+        for k in &keys {
+            if let Err(e) = self.disconnect(k) {
+                errors.push(e.to_string());
+            }
+        }
+        teardown_result("orphaned endpoints", errors).map(|()| keys)
+    }
+
     /// Removes every endpoint on a domain's networks, the networks, the daemon and the infra
     /// namespace; keeps going past failures and reports them all.
     pub fn teardown_domain(&self, domain: &str) -> Result<()> {
