@@ -8,4 +8,5 @@ pub mod fsutil;
 pub mod graph;
 pub mod image;
 pub mod network;
+pub mod reconcile;
 pub mod runtime;

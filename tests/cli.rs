@@ -222,3 +222,42 @@ fn extends_ping_pong_between_files_does_not_recurse() {
     assert_eq!(images.lines().count(), n / 2 + 1);
     assert!(images.lines().all(|l| l == "x"), "every service inherits image x");
 }
+
+#[test]
+fn up_dry_run_prints_the_plan_for_an_empty_state() {
+    let dir = TempDir::new("updry");
+    std::fs::write(
+        dir.0.join("compose.yaml"),
+        "name: shop\nservices:\n  web:\n    image: nginx\n    depends_on: [db]\n    deploy: {replicas: 2}\n  \
+         db:\n    image: postgres\n    volumes: [data:/var/lib/postgresql/data]\n  \
+         tool:\n    image: busybox\n    network_mode: none\nvolumes:\n  data: {}\n  ext: {external: true}\n",
+    )
+    .unwrap();
+    let root = dir.0.join("state").to_string_lossy().into_owned();
+    let out = berth(&dir.0, &["--root", &root, "up", "--dry-run"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1. create network shop_default (missing)\n\
+         2. create volume shop_data (missing)\n\
+         3. create container shop-db-1 (missing) after 1, 2\n\
+         4. start container shop-db-1 (created) after 3\n\
+         5. create container shop-tool-1 (missing)\n\
+         6. start container shop-tool-1 (created) after 5\n\
+         7. create container shop-web-1 (missing) after 1, 4\n\
+         8. start container shop-web-1 (created) after 7\n\
+         9. create container shop-web-2 (missing) after 1, 4\n\
+         10. start container shop-web-2 (created) after 9\n"
+    );
+    let out = berth(&dir.0, &["--root", &root, "up", "--dry-run", "--scale", "web=x"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --scale"));
+    // Without --dry-run nothing is done yet, and that is said.
+    let out = berth(&dir.0, &["--root", &root, "up"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot execute plans yet"));
+    assert!(
+        !dir.0.join("state").exists(),
+        "a dry run or refused up changed the state root"
+    );
+}
