@@ -219,21 +219,12 @@ impl Store {
             return self.fetch_layer(source, name, expected_blob, expected_diff_id, progress);
         }
         let blob = self.blob_writer()?;
-        let tmp = TempDir::new(
-            self.root
-                .join("layers")
-                .join(format!(".tmp-{}", fsutil::random_hex(16))),
-        )?;
+        let tmp = self.layer_temp()?;
         let mut raw = HashingReader::new(source, Some(blob), Some(progress));
         let unpacked = (|| {
             let (compression, decompressed) =
                 unpack::decompress(&mut raw).map_err(|e| corrupt(name, format!("reading the layer: {e}")))?;
-            let mut tar = HashingReader::new(decompressed, None, None);
-            unpack::unpack_layer(&mut tar, &tmp.path, name)?;
-            // The tar's end-of-archive blocks may be followed by padding: hash it too.
-            std::io::copy(&mut tar, &mut std::io::sink())
-                .map_err(|e| corrupt(name, format!("reading the layer: {e}")))?;
-            Ok((compression, (tar.hasher.clone(), tar.count)))
+            Ok((compression, unpack_hashed(decompressed, &tmp.path, name)?))
         })();
         let drained = std::io::copy(&mut raw, &mut std::io::sink());
         // A stream that is not what was announced explains any unpacking error best.
@@ -249,18 +240,10 @@ impl Store {
                 });
             }
         }
-        let (compression, tar) = unpacked?;
+        let (compression, (diff_id, size)) = unpacked?;
         drained.map_err(|e| corrupt(name, format!("reading the layer: {e}")))?;
-        let (diff_hasher, size) = tar;
-        let diff_id = Digest::from_hasher(diff_hasher);
-        if let Some(expected) = expected_diff_id
-            && *expected != diff_id
-        {
-            return Err(ImageError::DigestMismatch {
-                what: format!("layer {name} (uncompressed)"),
-                expected: expected.to_string(),
-                actual: diff_id.to_string(),
-            });
+        if let Some(expected) = expected_diff_id {
+            check_diff_id(name, expected, &diff_id)?;
         }
         let writer = raw.sink.take().expect("the blob writer is set above");
         let blob_size = writer.size;
@@ -325,27 +308,23 @@ impl Store {
     /// unpacking), checking its diff id.
     pub fn unpack_stored(&self, blob: &Digest, diff_id: &Digest) -> Result<u64> {
         let name = blob.short().to_string();
-        let tmp = TempDir::new(
-            self.root
-                .join("layers")
-                .join(format!(".tmp-{}", fsutil::random_hex(16))),
-        )?;
+        let tmp = self.layer_temp()?;
         let file = self.open_blob(blob)?;
         let (_, decompressed) = unpack::decompress(std::io::BufReader::with_capacity(1 << 18, file))
             .map_err(|e| corrupt(&name, format!("reading the layer: {e}")))?;
-        let mut tar = HashingReader::new(decompressed, None, None);
-        unpack::unpack_layer(&mut tar, &tmp.path, &name)?;
-        std::io::copy(&mut tar, &mut std::io::sink()).map_err(|e| corrupt(&name, format!("reading the layer: {e}")))?;
-        let actual = Digest::from_hasher(tar.hasher.clone());
-        if actual != *diff_id {
-            return Err(ImageError::DigestMismatch {
-                what: format!("layer {name} (uncompressed)"),
-                expected: diff_id.to_string(),
-                actual: actual.to_string(),
-            });
-        }
-        self.commit_layer(tmp, diff_id, tar.count)?;
-        Ok(tar.count)
+        let (actual, size) = unpack_hashed(decompressed, &tmp.path, &name)?;
+        check_diff_id(&name, diff_id, &actual)?;
+        self.commit_layer(tmp, diff_id, size)?;
+        Ok(size)
+    }
+
+    /// A fresh temporary layer directory: `commit_layer` renames it into place, dropping removes it.
+    fn layer_temp(&self) -> Result<TempDir> {
+        TempDir::new(
+            self.root
+                .join("layers")
+                .join(format!(".tmp-{}", fsutil::random_hex(16))),
+        )
     }
 
     fn write_layer_size(&self, diff_id: &Digest, size: u64) -> Result<()> {
@@ -660,6 +639,27 @@ fn read_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         .filter_map(|e| e.ok())
         .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
         .collect())
+}
+
+/// Unpacks a decompressed layer stream into `dir` and reads it to the end (padding may follow
+/// the tar's end-of-archive blocks, and it is part of the diff id); returns the diff id and size.
+fn unpack_hashed(decompressed: impl Read, dir: &Path, name: &str) -> Result<(Digest, u64)> {
+    let mut tar = HashingReader::new(decompressed, None, None);
+    unpack::unpack_layer(&mut tar, dir, name)?;
+    std::io::copy(&mut tar, &mut std::io::sink()).map_err(|e| corrupt(name, format!("reading the layer: {e}")))?;
+    Ok((Digest::from_hasher(tar.hasher.clone()), tar.count))
+}
+
+/// Fails unless a layer's uncompressed content hashed to the diff id its image announces.
+fn check_diff_id(name: &str, expected: &Digest, actual: &Digest) -> Result<()> {
+    if actual == expected {
+        return Ok(());
+    }
+    Err(ImageError::DigestMismatch {
+        what: format!("layer {name} (uncompressed)"),
+        expected: expected.to_string(),
+        actual: actual.to_string(),
+    })
 }
 
 fn corrupt(layer: &str, reason: String) -> ImageError {
