@@ -312,8 +312,8 @@ impl Daemon {
         let gone: Vec<Ipv4Addr> = self.dns.keys().filter(|g| !wanted.contains(g)).copied().collect();
         for g in gone {
             if let Some(l) = self.dns.remove(&g) {
-                shutdown(&l.udp);
-                shutdown(&l.tcp);
+                proxy::shutdown_raw(l.udp.as_raw_fd());
+                proxy::shutdown_raw(l.tcp.as_raw_fd());
             }
         }
         for gw in wanted {
@@ -451,8 +451,8 @@ impl Daemon {
     /// Closes every socket.
     fn shutdown(self) {
         for (_, l) in self.dns {
-            shutdown(&l.udp);
-            shutdown(&l.tcp);
+            proxy::shutdown_raw(l.udp.as_raw_fd());
+            proxy::shutdown_raw(l.tcp.as_raw_fd());
         }
         for (_, (h, _, _)) in self.ports {
             h.stop();
@@ -563,12 +563,4 @@ fn dup(s: &impl AsFd) -> Result<OwnedFd> {
     s.as_fd()
         .try_clone_to_owned()
         .map_err(|e| NetworkError::sys("dup socket", e))
-}
-
-/// Wakes and ends a thread blocked on a socket.
-fn shutdown(fd: &OwnedFd) {
-    // SAFETY: shutdown(2) on a descriptor we own; it only changes the socket's state.
-    unsafe {
-        libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR);
-    }
 }

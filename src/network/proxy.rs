@@ -124,7 +124,7 @@ impl Drop for ProxyHandle {
             conns.stop();
         }
         match self.wake.take() {
-            Some(Wake::Listener(l)) => shutdown_raw(l.as_raw_fd(), libc::SHUT_RDWR),
+            Some(Wake::Listener(l)) => shutdown_raw(l.as_raw_fd()),
             Some(Wake::Pipe(w)) => drop(w),
             None => {}
         }
@@ -493,13 +493,10 @@ fn unspecified() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
 }
 
-/// shutdown(2) on a raw descriptor, ignoring errors (it is used to wake threads).
-fn shutdown_raw(fd: RawFd, how: libc::c_int) {
-    // SAFETY: shutdown(2) takes no pointers and only changes the state of the socket behind `fd`,
-    // which the caller keeps open for the duration of the call.
-    unsafe {
-        libc::shutdown(fd, how);
-    }
+/// Shuts a socket down both ways, ignoring errors: it wakes the threads blocked on it (a blocked
+/// `accept` or `recv` returns), which is how forwarders and the daemon's resolvers are stopped.
+pub(super) fn shutdown_raw(fd: RawFd) {
+    let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
 }
 
 /// Starts the accept thread of a TCP forwarder.
