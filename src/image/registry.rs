@@ -161,16 +161,13 @@ impl Client {
         let accept = oci::MANIFEST_TYPES.join(", ");
         let url = format!("{}/{repository}/manifests/{reference}", self.base);
         let resp = self.send("GET", &url, &[("Accept", accept)], None)?;
-        let status = resp.status().as_u16();
-        if status == 404 {
+        if resp.status().as_u16() == 404 {
             return Err(ImageError::NotFound(format!(
                 "{}/{repository}:{reference} (manifest unknown)",
                 self.registry
             )));
         }
-        if status != 200 {
-            return Err(self.status_error(resp, status, "fetching the manifest"));
-        }
+        let resp = self.expect(resp, &[200], "fetching the manifest")?;
         let header = resp
             .headers()
             .get("content-type")
@@ -202,10 +199,7 @@ impl Client {
     pub fn blob(&self, repository: &str, digest: &Digest) -> Result<(Option<u64>, Box<dyn Read + Send>)> {
         let url = format!("{}/{repository}/blobs/{digest}", self.base);
         let resp = self.send("GET", &url, &[], None)?;
-        let status = resp.status().as_u16();
-        if status != 200 {
-            return Err(self.status_error(resp, status, &format!("fetching blob {}", digest.short())));
-        }
+        let resp = self.expect(resp, &[200], &format!("fetching blob {}", digest.short()))?;
         let length = resp
             .headers()
             .get("content-length")
@@ -251,10 +245,7 @@ impl Client {
             &[("Content-Length", "0".into())],
             Some(Upload::Bytes(&[])),
         )?;
-        let status = resp.status().as_u16();
-        if status != 202 {
-            return Err(self.status_error(resp, status, &format!("starting the upload of {}", digest.short())));
-        }
+        let resp = self.expect(resp, &[202], &format!("starting the upload of {}", digest.short()))?;
         let location = resp
             .headers()
             .get("location")
@@ -265,10 +256,8 @@ impl Client {
         let put = format!("{location}{sep}digest={digest}");
         let headers = [("Content-Type", "application/octet-stream".to_string())];
         let resp = self.send("PUT", &put, &headers, Some(body))?;
-        match resp.status().as_u16() {
-            201 | 204 => Ok(()),
-            status => Err(self.status_error(resp, status, &format!("uploading blob {}", digest.short()))),
-        }
+        self.expect(resp, &[201, 204], &format!("uploading blob {}", digest.short()))
+            .map(drop)
     }
 
     /// Puts a manifest under a tag (or digest); returns the digest the registry reports.
@@ -280,10 +269,8 @@ impl Client {
             &[("Content-Type", media_type.to_string())],
             Some(Upload::Bytes(bytes)),
         )?;
-        match resp.status().as_u16() {
-            201 | 200 | 204 => Ok(Digest::of(bytes)),
-            status => Err(self.status_error(resp, status, "putting the manifest")),
-        }
+        self.expect(resp, &[201, 200, 204], "putting the manifest")?;
+        Ok(Digest::of(bytes))
     }
 
     fn absolute(&self, location: &str) -> String {
@@ -429,6 +416,16 @@ impl Client {
         ImageError::Unauthorized {
             registry: self.registry.clone(),
             message: format!("unauthorized: {message}; {hint} {}", self.registry),
+        }
+    }
+
+    /// The response when its status is one of `ok`, else the registry's error for `doing`.
+    fn expect(&self, resp: Response<ureq::Body>, ok: &[u16], doing: &str) -> Result<Response<ureq::Body>> {
+        let status = resp.status().as_u16();
+        if ok.contains(&status) {
+            Ok(resp)
+        } else {
+            Err(self.status_error(resp, status, doing))
         }
     }
 
