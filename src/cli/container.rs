@@ -992,7 +992,8 @@ pub fn since(ts: &str) -> Duration {
         .unwrap_or_default()
 }
 
-fn status_text(c: &Container) -> String {
+/// The STATUS column: `Up 3 seconds`, `Exited (0) 2 minutes ago`, …
+pub fn status_text(c: &Container) -> String {
     let s = &c.state;
     match s.status {
         Status::Created => "Created".into(),
@@ -1015,7 +1016,8 @@ fn status_text(c: &Container) -> String {
     }
 }
 
-fn command_text(c: &Container, no_trunc: bool) -> String {
+/// The COMMAND column, quoted and cut at 20 characters unless `no_trunc`.
+pub fn command_text(c: &Container, no_trunc: bool) -> String {
     let cmd = c.config.spec.process.args.join(" ");
     if no_trunc || cmd.chars().count() <= 20 {
         return format!("\"{cmd}\"");

@@ -5,6 +5,7 @@
 mod container;
 pub mod image;
 pub mod network;
+mod project;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -64,8 +65,14 @@ pub enum Command {
     Images(image::LsArgs),
     /// Remove images (`image rm`).
     Rmi(image::RmArgs),
-    /// Create and start the project's containers (today: `--dry-run` prints the plan).
-    Up(UpArgs),
+    /// Create and start the project's containers.
+    Up(project::UpArgs),
+    /// Stop and remove the project's containers and networks.
+    Down(project::DownArgs),
+    /// List the project's containers.
+    Ps(project::PsArgs),
+    /// Show the project's logs.
+    Logs(project::LogsArgs),
     /// Manage networks.
     #[command(subcommand)]
     Network(Box<network::NetworkCommand>),
@@ -101,65 +108,6 @@ pub enum Command {
         #[arg(long)]
         short: bool,
     },
-}
-
-/// `berth up`: loads the project, observes what exists, plans. Executing the plan is the next step of
-/// the reconciler; until then only `--dry-run` is accepted.
-fn up(cli: &Cli, args: &UpArgs, out: &mut dyn Write) -> Result<i32> {
-    use crate::reconcile::{self, observed, plan};
-    let opts = cli.load_options(std::env::vars(), &args.services, true)?;
-    let project = compose::load(&opts)?;
-    let mut scale = std::collections::BTreeMap::new();
-    for s in &args.scale {
-        let (svc, n) = s
-            .split_once('=')
-            .and_then(|(k, v)| Some((k, v.parse::<u32>().ok()?)))
-            .ok_or_else(|| anyhow::anyhow!("invalid --scale {s:?}: want SERVICE=N"))?;
-        if !project.services.contains_key(svc) {
-            anyhow::bail!("invalid --scale {s:?}: no such service: {svc}");
-        }
-        scale.insert(svc.to_string(), n);
-    }
-    let desired = reconcile::desired(&project)?;
-    let observed = observed::observe(&cli.root, &project.name)?;
-    let options = plan::Options {
-        force_recreate: args.force_recreate,
-        no_recreate: args.no_recreate,
-        remove_orphans: args.remove_orphans,
-        scale,
-        no_start: args.no_start,
-    };
-    let plan = plan::plan(&desired, &observed, &options);
-    if !args.dry_run {
-        anyhow::bail!("berth up cannot execute plans yet; `berth up --dry-run` prints what it would do:\n{plan}");
-    }
-    write!(out, "{plan}")?;
-    Ok(0)
-}
-
-/// `berth up` flags.
-#[derive(Debug, Args)]
-pub struct UpArgs {
-    /// Print the plan and change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Recreate containers even if their configuration is unchanged.
-    #[arg(long)]
-    pub force_recreate: bool,
-    /// Never recreate existing containers.
-    #[arg(long, conflicts_with = "force_recreate")]
-    pub no_recreate: bool,
-    /// Remove containers of services not in the project.
-    #[arg(long)]
-    pub remove_orphans: bool,
-    /// Replicas of a service: `SERVICE=N` (repeatable).
-    #[arg(long)]
-    pub scale: Vec<String>,
-    /// Create without starting.
-    #[arg(long)]
-    pub no_start: bool,
-    /// Services to bring up (with their dependencies); default all.
-    pub services: Vec<String>,
 }
 
 /// Output formats of `config`.
@@ -240,7 +188,10 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32> {
     match &cli.command {
         Command::Container(c) => container::run(cli, c, out),
         Command::Image(c) => image::run(cli, c, out),
-        Command::Up(args) => up(cli, args, out),
+        Command::Up(args) => project::up(cli, args, out),
+        Command::Down(args) => project::down(cli, args),
+        Command::Ps(args) => project::ps(cli, args, out),
+        Command::Logs(args) => project::logs(cli, args, out),
         Command::Network(c) => network::run(cli, c, out),
         Command::Port { container, port } => container::port(cli, container, port.as_deref(), out),
         Command::Images(a) => image::run(cli, &image::ImageCommand::Ls(a.clone()), out),

@@ -134,6 +134,10 @@ pub fn reload(layout: &Layout, domain: &str) -> Result<Reply> {
 
 /// Stops the domain's daemon (absent is fine) and waits until it is gone.
 pub fn stop(layout: &Layout, domain: &str) -> Result<()> {
+    // No lock file: the domain is gone (its last network took the daemon with it).
+    if !layout.daemon_lock(domain).exists() {
+        return Ok(());
+    }
     if Lock::try_take(&layout.daemon_lock(domain), LockMode::Exclusive)
         .ok()
         .flatten()

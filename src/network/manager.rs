@@ -254,6 +254,11 @@ impl Networks {
             return Err(NetworkError::Invalid(format!("endpoint {} already exists", cfg.key)));
         }
         let record = plan_endpoint(&state, cfg, self.layout.endpoint(&cfg.key))?;
+        // A connect killed halfway leaves the namespace (and the veths in it) without a record;
+        // under the lock, with no record, nothing else owns it.
+        if record.netns.exists() {
+            netns::remove(&record.netns)?;
+        }
         let mut domains = BTreeSet::new();
         for a in &record.attachments {
             domains.insert(state.networks[&a.network].domain.clone());

@@ -3,10 +3,13 @@
 //! translates the one into the others' specs. `desired` turns a project into what the planner
 //! needs.
 
+pub mod down;
 pub mod error;
+pub mod execute;
 pub mod hash;
 pub mod observed;
 pub mod plan;
+pub mod translate;
 
 use crate::compose::Project;
 use crate::graph::ServiceGraph;

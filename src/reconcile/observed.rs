@@ -22,6 +22,12 @@ pub mod labels {
     pub const CONFIG_HASH: &str = "com.docker.compose.config-hash";
     /// `True` for `run` containers.
     pub const ONEOFF: &str = "com.docker.compose.oneoff";
+    /// The project directory.
+    pub const WORKING_DIR: &str = "com.docker.compose.project.working_dir";
+    /// The compose files, comma-separated.
+    pub const CONFIG_FILES: &str = "com.docker.compose.project.config_files";
+    /// The image id.
+    pub const IMAGE: &str = "com.docker.compose.image";
 }
 
 /// Whether a container runs.

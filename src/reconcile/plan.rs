@@ -93,6 +93,8 @@ pub struct Op {
     pub resource: String,
     /// The service, for container operations.
     pub service: Option<String>,
+    /// The replica number, for container operations (0 otherwise).
+    pub number: u32,
     /// Why.
     pub cause: String,
     /// Indices of the operations that must finish first.
@@ -147,6 +149,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: &Options) -> Plan {
                 kind: Kind::CreateNetwork,
                 resource: n.clone(),
                 service: None,
+                number: 0,
                 cause: "missing".into(),
                 after: Vec::new(),
             });
@@ -159,6 +162,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: &Options) -> Plan {
                 kind: Kind::CreateVolume,
                 resource: v.clone(),
                 service: None,
+                number: 0,
                 cause: "missing".into(),
                 after: Vec::new(),
             });
@@ -191,22 +195,24 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: &Options) -> Plan {
             .collect();
         existing.sort_by_key(|c| c.number);
         let mut ready = Vec::new();
-        let push = |plan: &mut Plan, kind: Kind, resource: String, cause: String, after: Vec<usize>| {
-            plan.ops.push(Op {
-                kind,
-                resource,
-                service: Some(s.name.clone()),
-                cause,
-                after,
-            });
-            plan.ops.len() - 1
-        };
+        let push =
+            |plan: &mut Plan, kind: Kind, (resource, number): (String, u32), cause: String, after: Vec<usize>| {
+                plan.ops.push(Op {
+                    kind,
+                    resource,
+                    service: Some(s.name.clone()),
+                    number,
+                    cause,
+                    after,
+                });
+                plan.ops.len() - 1
+            };
         for c in &existing {
             if c.number > replicas {
                 let i = push(
                     &mut plan,
                     Kind::Remove,
-                    c.name.clone(),
+                    (c.name.clone(), c.number),
                     format!("scaled down to {replicas}"),
                     Vec::new(),
                 );
@@ -217,11 +223,17 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: &Options) -> Plan {
             let name = container_name(&desired.project, s, n);
             match existing.iter().find(|c| c.number == n) {
                 None => {
-                    let created = push(&mut plan, Kind::Create, name.clone(), "missing".into(), base.clone());
+                    let created = push(
+                        &mut plan,
+                        Kind::Create,
+                        (name.clone(), n),
+                        "missing".into(),
+                        base.clone(),
+                    );
                     if opts.no_start {
                         ready.push(created);
                     } else {
-                        ready.push(push(&mut plan, Kind::Start, name, "created".into(), vec![created]));
+                        ready.push(push(&mut plan, Kind::Start, (name, n), "created".into(), vec![created]));
                     }
                 }
                 Some(c) => {
@@ -235,13 +247,13 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: &Options) -> Plan {
                         ready.push(push(
                             &mut plan,
                             Kind::Recreate,
-                            c.name.clone(),
+                            (c.name.clone(), n),
                             cause.into(),
                             base.clone(),
                         ));
                     } else if c.status != Status::Running && !opts.no_start {
                         let cause = format!("{}", c.status);
-                        ready.push(push(&mut plan, Kind::Start, c.name.clone(), cause, base.clone()));
+                        ready.push(push(&mut plan, Kind::Start, (c.name.clone(), n), cause, base.clone()));
                     }
                 }
             }
@@ -259,6 +271,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: &Options) -> Plan {
                 kind: Kind::Remove,
                 resource: c.name.clone(),
                 service: Some(c.service.clone()),
+                number: c.number,
                 cause: "orphan".into(),
                 after: Vec::new(),
             });

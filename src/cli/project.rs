@@ -1,0 +1,480 @@
+//! The Compose verbs on a project: `up`, `down`, `ps`, `logs`. Flags and output follow Docker
+//! Compose v2; the work is the reconciler's.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use clap::Args;
+
+use super::container::{command_text, human_duration, since, status_text, write_table};
+use super::{Cli, Result};
+use crate::compose::{self, LoadError, Project};
+use crate::graph::ServiceGraph;
+use crate::reconcile::down::{self, DownOptions};
+use crate::reconcile::execute::{self, Engine, ExecOptions};
+use crate::reconcile::observed::{self, labels};
+use crate::reconcile::translate::ENDPOINT_LABEL;
+use crate::reconcile::{self, plan};
+use crate::runtime::Container;
+use crate::runtime::lifecycle::{LogRecord, read_log};
+
+/// `berth up` flags.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Detached mode: start the containers and return.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Recreate containers even if their configuration is unchanged.
+    #[arg(long)]
+    pub force_recreate: bool,
+    /// Never recreate existing containers.
+    #[arg(long, conflicts_with = "force_recreate")]
+    pub no_recreate: bool,
+    /// Remove containers of services not in the project.
+    #[arg(long)]
+    pub remove_orphans: bool,
+    /// Replicas of a service: `SERVICE=N` (repeatable).
+    #[arg(long)]
+    pub scale: Vec<String>,
+    /// Create without starting.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Pull images: `missing` (default), `always`, `never`.
+    #[arg(long, value_parser = ["missing", "always", "never"])]
+    pub pull: Option<String>,
+    /// Seconds to wait for containers to stop when recreating or stopping.
+    #[arg(short = 't', long = "timeout")]
+    pub timeout: Option<u64>,
+    /// Operations at once (default: unlimited, or COMPOSE_PARALLEL_LIMIT).
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// Services to bring up (with their dependencies); default all.
+    pub services: Vec<String>,
+}
+
+/// `berth down` flags.
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Also remove named volumes declared in the project and anonymous volumes.
+    #[arg(short, long)]
+    pub volumes: bool,
+    /// Remove containers of services not in the project.
+    #[arg(long)]
+    pub remove_orphans: bool,
+    /// Seconds to wait for containers to stop before SIGKILL.
+    #[arg(short = 't', long = "timeout")]
+    pub timeout: Option<u64>,
+}
+
+/// `berth ps` flags.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show stopped containers too.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Only service names.
+    #[arg(long)]
+    pub services: bool,
+    /// Only containers in this state (`running`, `exited`, `created`, `paused`, `restarting`, `dead`); repeatable.
+    #[arg(long)]
+    pub status: Vec<String>,
+    /// `table` (default) or `json` (JSON Lines).
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    pub format: String,
+    /// Services to show; default all.
+    pub service: Vec<String>,
+}
+
+/// `berth logs` flags.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Follow the output.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Lines from the end of each container's log, or `all`.
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Show timestamps.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// No container-name prefix.
+    #[arg(long)]
+    pub no_log_prefix: bool,
+    /// No colours.
+    #[arg(long)]
+    pub no_color: bool,
+    /// Services to show; default all.
+    pub services: Vec<String>,
+}
+
+/// Fails unless berth runs as root, which containers need.
+fn require_root() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("containers need root (namespaces, mounts and cgroups); run berth with sudo");
+    }
+    Ok(())
+}
+
+/// Loads the project with `services` selected.
+fn load(cli: &Cli, services: &[String]) -> Result<Project> {
+    let opts = cli.load_options(std::env::vars(), services, true)?;
+    Ok(compose::load(&opts)?)
+}
+
+/// The progress lines of the executor, to stderr like Compose's.
+fn say(line: &str) {
+    eprintln!(" ✔ {line}");
+}
+
+/// `berth up`.
+pub fn up(cli: &Cli, args: &UpArgs, out: &mut dyn Write) -> Result<i32> {
+    let project = load(cli, &args.services)?;
+    let mut scale = BTreeMap::new();
+    for s in &args.scale {
+        let (svc, n) = s
+            .split_once('=')
+            .and_then(|(k, v)| Some((k, v.parse::<u32>().ok()?)))
+            .ok_or_else(|| anyhow!("invalid --scale {s:?}: want SERVICE=N"))?;
+        if !project.services.contains_key(svc) {
+            bail!("invalid --scale {s:?}: no such service: {svc}");
+        }
+        scale.insert(svc.to_string(), n);
+    }
+    let options = plan::Options {
+        force_recreate: args.force_recreate,
+        no_recreate: args.no_recreate,
+        remove_orphans: args.remove_orphans,
+        scale,
+        no_start: args.no_start,
+    };
+    let desired = reconcile::desired(&project)?;
+    if args.dry_run {
+        let observed = observed::observe(&cli.root, &project.name)?;
+        write!(out, "{}", plan::plan(&desired, &observed, &options))?;
+        return Ok(0);
+    }
+    require_root()?;
+    if !args.detach {
+        bail!("attached `berth up` is not available yet; use `berth up -d` and `berth logs -f`");
+    }
+    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let _lock = engine.lock(&project.name, &|m| eprintln!("{m}"))?;
+    let observed = observed::observe(&cli.root, &project.name)?;
+    let plan = plan::plan(&desired, &observed, &options);
+    for w in &plan.warnings {
+        eprintln!("WARN {w}");
+    }
+    let parallel = match args.parallel {
+        Some(n) => n,
+        None => std::env::var("COMPOSE_PARALLEL_LIMIT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    };
+    let exec = ExecOptions {
+        parallel,
+        timeout: args.timeout,
+        pull: args.pull.clone(),
+    };
+    execute::execute(&engine, &project, &desired, &plan, &exec, &say)?;
+    Ok(0)
+}
+
+/// `berth down`. Without a compose file, `-p NAME` names the project and its containers are
+/// found by their labels.
+pub fn down(cli: &Cli, args: &DownArgs) -> Result<i32> {
+    require_root()?;
+    let (name, levels, volumes) = match load(cli, &[]) {
+        Ok(project) => {
+            let levels = ServiceGraph::new(&project)?.stop_levels();
+            let volumes = if args.volumes {
+                reconcile::desired(&project)?.volumes
+            } else {
+                Vec::new()
+            };
+            (project.name, levels, volumes)
+        }
+        Err(e) if is_not_found(&e) && cli.project_name.is_some() => {
+            (cli.project_name.clone().unwrap_or_default(), Vec::new(), Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
+    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let _lock = engine.lock(&name, &|m| eprintln!("{m}"))?;
+    // Without the file every container counts as the project's own.
+    let remove_orphans = args.remove_orphans || levels.is_empty();
+    let opts = DownOptions {
+        timeout: args.timeout,
+        volumes: args.volumes,
+        remove_orphans,
+    };
+    down::down(&engine, &name, &levels, &volumes, &opts, &say)?;
+    Ok(0)
+}
+
+/// Whether loading failed only because there is no compose file.
+fn is_not_found(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<LoadError>(), Some(LoadError::NotFound { .. }))
+}
+
+/// The project's name: from the files, or `-p` when there are none.
+fn project_name(cli: &Cli) -> Result<String> {
+    match load(cli, &[]) {
+        Ok(p) => Ok(p.name),
+        Err(e) if is_not_found(&e) && cli.project_name.is_some() => Ok(cli.project_name.clone().unwrap_or_default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The project's containers of the given services (all when empty), one-off ones left out.
+fn service_containers(engine: &Engine, project: &str, services: &[String]) -> Result<Vec<Container>> {
+    let list = engine.containers(project)?;
+    for s in services {
+        if !list.iter().any(|c| service(c) == s) {
+            let all = load_services(&list);
+            if !all.contains(s) {
+                bail!("no such service: {s}");
+            }
+        }
+    }
+    Ok(list
+        .into_iter()
+        .filter(|c| c.config.spec.labels.get(labels::ONEOFF).map(String::as_str) != Some("True"))
+        .filter(|c| services.is_empty() || services.iter().any(|s| s == service(c)))
+        .collect())
+}
+
+fn load_services(list: &[Container]) -> Vec<String> {
+    list.iter().map(|c| service(c).to_string()).collect()
+}
+
+fn service(c: &Container) -> &str {
+    c.config.spec.labels.get(labels::SERVICE).map_or("", String::as_str)
+}
+
+/// `berth ps`.
+pub fn ps(cli: &Cli, args: &PsArgs, out: &mut dyn Write) -> Result<i32> {
+    let name = project_name(cli)?;
+    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let mut list = service_containers(&engine, &name, &args.service)?;
+    list.retain(|c| {
+        let state = c.state.status.to_string();
+        if !args.status.is_empty() {
+            return args.status.contains(&state);
+        }
+        args.all || c.is_running()
+    });
+    if args.services {
+        let mut names: Vec<&str> = list.iter().map(service).collect();
+        names.dedup();
+        for s in names {
+            writeln!(out, "{s}")?;
+        }
+        return Ok(0);
+    }
+    if args.quiet {
+        for c in &list {
+            writeln!(out, "{}", c.id())?;
+        }
+        return Ok(0);
+    }
+    let endpoints = engine.networks.state()?.endpoints;
+    let publishers = |c: &Container| -> Vec<serde_json::Value> {
+        let key = c.config.spec.labels.get(ENDPOINT_LABEL);
+        key.and_then(|k| endpoints.get(k))
+            .map(|e| {
+                e.ports
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "URL": p.host_ip.to_string(),
+                            "TargetPort": p.container_port,
+                            "PublishedPort": p.bound,
+                            "Protocol": p.proto.as_str(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if args.format == "json" {
+        for c in &list {
+            let networks: Vec<String> = c
+                .config
+                .spec
+                .labels
+                .get(ENDPOINT_LABEL)
+                .and_then(|k| endpoints.get(k))
+                .map(|e| e.attachments.iter().map(|a| a.network.clone()).collect())
+                .unwrap_or_default();
+            let labels: Vec<String> = c.config.spec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let doc = serde_json::json!({
+                "Command": command_text(c, true),
+                "CreatedAt": c.config.created,
+                "ExitCode": c.state.exit_code.unwrap_or(0),
+                "Health": execute::health_status(c).unwrap_or_default(),
+                "ID": c.id(),
+                "Image": c.config.spec.image,
+                "Labels": labels.join(","),
+                "LocalVolumes": c.config.spec.mounts.iter().filter(|m| matches!(m.kind, crate::runtime::MountKind::Volume { .. })).count().to_string(),
+                "Mounts": "",
+                "Name": c.name(),
+                "Names": c.name(),
+                "Networks": networks.join(","),
+                "Ports": ports_text(&publishers(c)),
+                "Project": name,
+                "Publishers": publishers(c),
+                "RunningFor": format!("{} ago", human_duration(since(&c.config.created))),
+                "Service": service(c),
+                "Size": "0B",
+                "State": c.state.status.to_string(),
+                "Status": status_text(c),
+            });
+            writeln!(out, "{doc}")?;
+        }
+        return Ok(0);
+    }
+    let mut rows = vec![vec![
+        "NAME".to_string(),
+        "IMAGE".into(),
+        "COMMAND".into(),
+        "SERVICE".into(),
+        "CREATED".into(),
+        "STATUS".into(),
+        "PORTS".into(),
+    ]];
+    for c in &list {
+        rows.push(vec![
+            c.name().to_string(),
+            c.config.spec.image.clone(),
+            command_text(c, false),
+            service(c).to_string(),
+            format!("{} ago", human_duration(since(&c.config.created))),
+            status_text(c),
+            ports_text(&publishers(c)),
+        ]);
+    }
+    write_table(out, &rows)?;
+    Ok(0)
+}
+
+/// Ports as Compose's table shows them: `127.0.0.1:8080->80/tcp`.
+fn ports_text(publishers: &[serde_json::Value]) -> String {
+    publishers
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}->{}/{}",
+                p["URL"].as_str().unwrap_or_default(),
+                p["PublishedPort"],
+                p["TargetPort"],
+                p["Protocol"].as_str().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `berth logs`: every container's log, merged in time order, prefixed with its name.
+pub fn logs(cli: &Cli, args: &LogsArgs, out: &mut dyn Write) -> Result<i32> {
+    let name = project_name(cli)?;
+    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let list = service_containers(&engine, &name, &args.services)?;
+    let tail = match args.tail.as_str() {
+        "all" | "-1" => None,
+        n => Some(n.parse::<usize>().map_err(|_| anyhow!("invalid --tail {n:?}"))?),
+    };
+    let prefix_of = |c: &Container| {
+        c.name()
+            .strip_prefix(&format!("{name}-"))
+            .unwrap_or(c.name())
+            .to_string()
+    };
+    let width = list.iter().map(|c| prefix_of(c).len()).max().unwrap_or(0);
+    let color = !args.no_color && nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
+    let printer = LogPrinter {
+        width,
+        prefix: !args.no_log_prefix,
+        timestamps: args.timestamps,
+        color,
+    };
+    let mut followed: Vec<(Container, String, usize, u64)> = Vec::new();
+    let mut batch: Vec<(usize, LogRecord)> = Vec::new();
+    for (i, c) in list.into_iter().enumerate() {
+        let (recs, offset) = read_log(&c.dir.log(), 0, tail)?;
+        batch.extend(recs.into_iter().map(|r| (i, r)));
+        let p = prefix_of(&c);
+        followed.push((c, p, i, offset));
+    }
+    printer.print(out, &followed, batch)?;
+    if !args.follow {
+        return Ok(0);
+    }
+    loop {
+        let mut batch = Vec::new();
+        let mut any_running = false;
+        for (c, _, i, offset) in &mut followed {
+            let running = engine.runtime.refresh(c).map(|c| c.is_running()).unwrap_or(false);
+            any_running |= running;
+            let (recs, next) = read_log(&c.dir.log(), *offset, None)?;
+            *offset = next;
+            batch.extend(recs.into_iter().map(|r| (*i, r)));
+        }
+        printer.print(out, &followed, batch)?;
+        if !any_running {
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How `logs` writes records.
+struct LogPrinter {
+    width: usize,
+    prefix: bool,
+    timestamps: bool,
+    color: bool,
+}
+
+impl LogPrinter {
+    /// Writes a batch in time order (RFC 3339 times of one zone sort as text).
+    fn print(
+        &self,
+        out: &mut dyn Write,
+        containers: &[(Container, String, usize, u64)],
+        mut batch: Vec<(usize, LogRecord)>,
+    ) -> Result<()> {
+        batch.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+        for (i, r) in batch {
+            let mut line = String::new();
+            if self.prefix {
+                let p = &containers[i].1;
+                if self.color {
+                    let code = 31 + (i % 6);
+                    line.push_str(&format!("\x1b[{code}m{p:<w$}  |\x1b[0m ", w = self.width));
+                } else {
+                    line.push_str(&format!("{p:<w$}  | ", w = self.width));
+                }
+            }
+            if self.timestamps {
+                line.push_str(&r.time);
+                line.push(' ');
+            }
+            line.push_str(&r.log);
+            if !line.ends_with('\n') {
+                line.push('\n');
+            }
+            out.write_all(line.as_bytes())?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+}

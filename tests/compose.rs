@@ -1,0 +1,384 @@
+//! End-to-end tests of the Compose verbs (`up`, `ps`, `logs`, `down`) on the real kernel, as root,
+//! with a busybox image imported into each test's own state root.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Output;
+
+use common::berth::{Berth, text};
+
+/// A project in a directory of its own, with its own state root; taken down when dropped.
+struct Project {
+    b: Berth,
+    dir: PathBuf,
+    name: String,
+}
+
+impl Project {
+    /// A project named after the test, with `compose.yaml` holding `yaml` (`IMAGE` stands for
+    /// the busybox image).
+    fn new(name: &str, yaml: &str) -> Project {
+        let b = Berth::new(&format!("compose-{name}"));
+        let dir = b.root.join("project");
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = Project {
+            b,
+            dir,
+            name: format!("t{name}"),
+        };
+        p.write(yaml);
+        let tarball = p.b.root.join("busybox.tar");
+        let mut t = tar::Builder::new(std::fs::File::create(&tarball).unwrap());
+        t.follow_symlinks(false);
+        t.append_dir_all(".", &p.b.rootfs).unwrap();
+        t.into_inner().unwrap().flush().unwrap();
+        p.b.ok(&[
+            "image",
+            "import",
+            "-c",
+            r#"CMD ["sh"]"#,
+            tarball.to_str().unwrap(),
+            "busybox:test",
+        ]);
+        p
+    }
+
+    /// Replaces the compose file.
+    fn write(&self, yaml: &str) {
+        std::fs::write(self.dir.join("compose.yaml"), yaml.replace("IMAGE", "busybox:test")).unwrap();
+    }
+
+    /// Runs `berth -f FILE -p NAME ARGS`.
+    fn berth(&self, args: &[&str]) -> Output {
+        let file = self.dir.join("compose.yaml");
+        let mut all = vec!["-f", file.to_str().unwrap(), "-p", &self.name];
+        all.extend_from_slice(args);
+        self.b.berth(&all)
+    }
+
+    /// Runs it and returns stdout, failing the test on a non-zero exit.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.berth(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed ({:?}):\n{}{}",
+            out.status.code(),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// `ps -a --format json`, one document per container.
+    fn ps(&self) -> Vec<serde_json::Value> {
+        self.ok(&["ps", "-a", "--format", "json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The ps document of one container.
+    fn container(&self, name: &str) -> serde_json::Value {
+        let full = format!("{}-{name}", self.name);
+        self.ps()
+            .into_iter()
+            .find(|c| c["Name"] == full.as_str())
+            .unwrap_or_else(|| panic!("no container {full}"))
+    }
+
+    /// `container exec` in a service's first container.
+    fn exec(&self, service: &str, cmd: &[&str]) -> Output {
+        let name = format!("{}-{service}-1", self.name);
+        let mut args = vec!["container", "exec", name.as_str()];
+        args.extend_from_slice(cmd);
+        self.b.berth(&args)
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = self.berth(&["down", "-v", "-t", "0", "--remove-orphans"]);
+    }
+}
+
+/// A free TCP port on loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An HTTP GET on loopback, the body.
+fn http_get(port: u16) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    write!(s, "GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+#[test]
+fn up_runs_the_stack_and_down_removes_it() {
+    let port = free_port();
+    let p = Project::new(
+        "stack",
+        &format!(
+            r#"
+services:
+  web:
+    image: IMAGE
+    command: sh -c 'mkdir -p /www && echo "hello from $$HOSTNAME" > /www/index.html && httpd -f -p 8080 -h /www'
+    ports: ["127.0.0.1:{port}:8080"]
+    depends_on: [db]
+  worker:
+    image: IMAGE
+    command: sh -c 'echo worker says $$GREETING; sleep 1000'
+    env_file: worker.env
+    environment:
+      GREETING: hi
+    depends_on: [db]
+  db:
+    image: IMAGE
+    command: sleep 1000
+    volumes: [data:/data]
+volumes:
+  data: {{}}
+"#
+        ),
+    );
+    std::fs::write(p.dir.join("worker.env"), "FROM_FILE=yes\nGREETING=overridden\n").unwrap();
+    let up = p.berth(&["up", "-d"]);
+    assert!(up.status.success(), "up failed: {}", text(&up.stderr));
+    let err = text(&up.stderr);
+    let db_started = err.find(&format!("Container {}-db-1  Started", p.name)).unwrap();
+    let web_created = err.find(&format!("Container {}-web-1  Created", p.name)).unwrap();
+    assert!(db_started < web_created, "web was created before db started:\n{err}");
+
+    let ps = p.ps();
+    assert_eq!(ps.len(), 3, "{ps:?}");
+    for c in &ps {
+        assert_eq!(c["State"], "running", "{c}");
+        assert_eq!(c["Project"], p.name.as_str());
+    }
+    let web = p.container("web-1");
+    assert_eq!(web["Service"], "web");
+    assert_eq!(web["Publishers"][0]["PublishedPort"], port);
+    assert_eq!(web["Publishers"][0]["TargetPort"], 8080);
+    assert!(
+        web["Labels"]
+            .as_str()
+            .unwrap()
+            .contains("com.docker.compose.container-number=1")
+    );
+
+    // Published port, and service names resolve between containers.
+    let mut body = String::new();
+    common::berth::until(10, "web to answer", || {
+        body = http_get(port);
+        body.contains("hello from")
+    });
+    let inside = p.exec("worker", &["wget", "-qO-", "http://web:8080/"]);
+    assert!(text(&inside.stdout).contains("hello from"), "{}", text(&inside.stderr));
+
+    // Environment: `environment` wins over env_file.
+    let env = text(&p.exec("worker", &["env"]).stdout);
+    assert!(env.contains("GREETING=hi\n"), "{env}");
+    assert!(env.contains("FROM_FILE=yes\n"), "{env}");
+
+    // Logs are prefixed with the container's short name.
+    let logs = p.ok(&["logs", "worker"]);
+    assert!(logs.contains("worker-1  | worker says hi"), "{logs}");
+
+    // A second up changes nothing.
+    let again = p.berth(&["up", "-d", "--dry-run"]);
+    assert_eq!(text(&again.stdout), "nothing to do: the project is up to date\n");
+
+    let down = p.berth(&["down", "-t", "1"]);
+    assert!(down.status.success(), "down failed: {}", text(&down.stderr));
+    assert!(p.ps().is_empty());
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.b.root.join("networks/state.json")).unwrap()).unwrap();
+    assert_eq!(state["networks"], serde_json::json!({}), "{state}");
+    assert_eq!(state["endpoints"], serde_json::json!({}), "{state}");
+    assert!(!p.b.root.join("networks/domains").join(&p.name).exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(p.b.root.to_str().unwrap()),
+        "mounts left under the state root"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "port still open"
+    );
+}
+
+#[test]
+fn named_volumes_survive_down_and_go_with_down_v() {
+    let p = Project::new(
+        "volumes",
+        r#"
+services:
+  db:
+    image: IMAGE
+    command: sh -c 'test -f /data/first || date > /data/first; sleep 1000'
+    volumes: [data:/data]
+volumes:
+  data: {}
+"#,
+    );
+    p.ok(&["up", "-d"]);
+    common::berth::until(5, "the file", || {
+        text(&p.exec("db", &["cat", "/data/first"]).stdout).len() > 5
+    });
+    let first = text(&p.exec("db", &["cat", "/data/first"]).stdout);
+    p.ok(&["down", "-t", "0"]);
+    assert!(p.b.root.join(format!("volumes/{}_data", p.name)).exists());
+    p.ok(&["up", "-d"]);
+    let again = text(&p.exec("db", &["cat", "/data/first"]).stdout);
+    assert_eq!(first, again, "the volume lost its data");
+    p.ok(&["down", "-v", "-t", "0"]);
+    assert!(!p.b.root.join(format!("volumes/{}_data", p.name)).exists());
+}
+
+#[test]
+fn a_changed_service_alone_is_recreated_and_scale_adds_and_removes() {
+    let yaml = |greeting: &str| {
+        format!(
+            r#"
+services:
+  a:
+    image: IMAGE
+    command: sleep 1000
+    environment: {{GREETING: {greeting}}}
+  b:
+    image: IMAGE
+    command: sleep 1000
+"#
+        )
+    };
+    let p = Project::new("recreate", &yaml("one"));
+    p.ok(&["up", "-d"]);
+    let a1 = p.container("a-1")["ID"].clone();
+    let b1 = p.container("b-1")["ID"].clone();
+    p.write(&yaml("two"));
+    let plan = p.ok(&["up", "--dry-run"]);
+    assert_eq!(
+        plan,
+        format!("1. recreate container {}-a-1 (configuration changed)\n", p.name)
+    );
+    p.ok(&["up", "-d", "-t", "0"]);
+    assert_ne!(p.container("a-1")["ID"], a1, "a was not recreated");
+    assert_eq!(p.container("b-1")["ID"], b1, "b was recreated");
+    let env = text(&p.exec("a", &["env"]).stdout);
+    assert!(env.contains("GREETING=two"), "{env}");
+
+    p.ok(&["up", "-d", "--scale", "b=3"]);
+    assert_eq!(p.ps().iter().filter(|c| c["Service"] == "b").count(), 3);
+    assert_eq!(p.container("b-3")["State"], "running");
+    p.ok(&["up", "-d", "-t", "0", "--scale", "b=1"]);
+    let names: Vec<String> = p.ps().iter().map(|c| c["Name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, vec![format!("{}-a-1", p.name), format!("{}-b-1", p.name)]);
+}
+
+#[test]
+fn a_failed_dependency_stops_its_dependants_and_says_why() {
+    let p = Project::new(
+        "deps",
+        r#"
+services:
+  migrate:
+    image: IMAGE
+    command: sh -c 'echo migrating; exit 3'
+  app:
+    image: IMAGE
+    command: sleep 1000
+    depends_on:
+      migrate: {condition: service_completed_successfully}
+  ok:
+    image: IMAGE
+    command: sh -c 'exit 0'
+  after_ok:
+    image: IMAGE
+    command: sleep 1000
+    depends_on:
+      ok: {condition: service_completed_successfully}
+"#,
+    );
+    let up = p.berth(&["up", "-d"]);
+    assert!(!up.status.success(), "up should fail");
+    let err = text(&up.stderr);
+    assert!(
+        err.contains("service migrate didn't complete successfully: exit 3"),
+        "{err}"
+    );
+    assert_eq!(p.container("app-1")["State"], "created", "app must not start");
+    assert_eq!(
+        p.container("after_ok-1")["State"],
+        "running",
+        "an independent branch goes on"
+    );
+}
+
+#[test]
+fn concurrent_ups_do_not_corrupt_the_project() {
+    let p = Project::new(
+        "concurrent",
+        r#"
+services:
+  a: {image: IMAGE, command: sleep 1000}
+  b: {image: IMAGE, command: sleep 1000}
+  c: {image: IMAGE, command: sleep 1000, depends_on: [a, b]}
+"#,
+    );
+    let (x, y) = std::thread::scope(|s| {
+        let x = s.spawn(|| p.berth(&["up", "-d"]));
+        let y = s.spawn(|| p.berth(&["up", "-d"]));
+        (x.join().unwrap(), y.join().unwrap())
+    });
+    assert!(x.status.success(), "{}", text(&x.stderr));
+    assert!(y.status.success(), "{}", text(&y.stderr));
+    let ps = p.ps();
+    assert_eq!(ps.len(), 3, "{ps:?}");
+    assert!(ps.iter().all(|c| c["State"] == "running"), "{ps:?}");
+    assert_eq!(p.ok(&["up", "--dry-run"]), "nothing to do: the project is up to date\n");
+}
+
+#[test]
+fn an_up_killed_halfway_converges_on_the_next_one() {
+    let yaml = (0..8)
+        .map(|i| format!("  s{i}: {{image: IMAGE, command: sleep 1000}}\n"))
+        .collect::<String>();
+    let p = Project::new("killed", &format!("services:\n{yaml}"));
+    let file = p.dir.join("compose.yaml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "--root",
+            p.b.root.to_str().unwrap(),
+            "-f",
+            file.to_str().unwrap(),
+            "-p",
+            &p.name,
+            "up",
+            "-d",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as the first container exists.
+    common::berth::until(20, "a first container", || {
+        std::fs::read_dir(p.b.root.join("containers")).is_ok_and(|mut d| d.next().is_some())
+    });
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGKILL);
+    let _ = child.wait();
+    p.ok(&["up", "-d"]);
+    let ps = p.ps();
+    assert_eq!(ps.len(), 8, "{ps:?}");
+    assert!(ps.iter().all(|c| c["State"] == "running"), "{ps:?}");
+}
