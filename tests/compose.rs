@@ -382,3 +382,82 @@ fn an_up_killed_halfway_converges_on_the_next_one() {
     assert_eq!(ps.len(), 8, "{ps:?}");
     assert!(ps.iter().all(|c| c["State"] == "running"), "{ps:?}");
 }
+
+#[test]
+fn attached_up_streams_logs_and_returns_the_exit_code_asked_for() {
+    let p = Project::new(
+        "attached",
+        r#"
+services:
+  server:
+    image: IMAGE
+    command: sh -c 'echo serving; sleep 1000'
+  tests:
+    image: IMAGE
+    command: sh -c 'sleep 0.3; echo testing; exit 7'
+    depends_on: [server]
+"#,
+    );
+    let out = p.berth(&["up", "--exit-code-from", "tests", "-t", "1"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("server-1  | serving"), "{stdout}");
+    assert!(stdout.contains("tests-1   | testing"), "{stdout}");
+    assert!(stdout.contains("tests-1 exited with code 7"), "{stdout}");
+    // The abort stopped the server too.
+    assert_eq!(p.container("server-1")["State"], "exited");
+
+    // Without --exit-code-from, the first container to stop decides.
+    p.ok(&["rm", "-f"]);
+    let out = p.berth(&["up", "--abort-on-container-exit", "-t", "1"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+
+    // Plain attached mode ends when every container has stopped, with 0.
+    p.write(
+        r#"
+services:
+  one: {image: IMAGE, command: sh -c 'echo one; exit 3'}
+  two: {image: IMAGE, command: sh -c 'echo two'}
+"#,
+    );
+    let out = p.berth(&["up", "--remove-orphans"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("one-1 exited with code 3"), "{stdout}");
+}
+
+#[test]
+fn lifecycle_verbs_act_on_services() {
+    let p = Project::new(
+        "verbs",
+        r#"
+services:
+  db: {image: IMAGE, command: sleep 1000}
+  app: {image: IMAGE, command: sleep 1000, depends_on: [db]}
+"#,
+    );
+    p.ok(&["up", "-d"]);
+    p.ok(&["stop", "-t", "0", "app"]);
+    assert_eq!(p.container("app-1")["State"], "exited");
+    assert_eq!(p.container("db-1")["State"], "running");
+    p.ok(&["start"]);
+    assert_eq!(p.container("app-1")["State"], "running");
+    p.ok(&["pause", "db"]);
+    assert_eq!(p.container("db-1")["State"], "paused");
+    p.ok(&["unpause", "db"]);
+    assert_eq!(p.container("db-1")["State"], "running");
+    let before = p.container("db-1")["ID"].clone();
+    p.ok(&["restart", "-t", "0", "db"]);
+    assert_eq!(p.container("db-1")["State"], "running");
+    assert_eq!(p.container("db-1")["ID"], before, "restart must keep the container");
+    let top = p.ok(&["top", "app"]);
+    assert!(top.contains("sleep 1000"), "{top}");
+    p.ok(&["kill", "app"]);
+    assert_eq!(p.container("app-1")["State"], "exited");
+    assert_eq!(p.container("app-1")["ExitCode"], 137);
+    p.ok(&["rm", "-f"]);
+    assert!(p.ps().iter().all(|c| c["Service"] != "app"), "app was not removed");
+    let ls = p.ok(&["ls", "--format", "json"]);
+    assert!(ls.contains(&format!("\"Name\":\"{}\"", p.name)), "{ls}");
+    assert!(ls.contains("running(1)"), "{ls}");
+}

@@ -1253,7 +1253,8 @@ fn inspect_json(c: &Container) -> serde_json::Value {
     })
 }
 
-fn top(rt: &Runtime, c: &Container, out: &mut dyn Write) -> Result<()> {
+/// The processes of a container as a table.
+pub fn top(rt: &Runtime, c: &Container, out: &mut dyn Write) -> Result<()> {
     let procs = rt.top(c)?;
     // SAFETY: sysconf has no memory-safety preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;

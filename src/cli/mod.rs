@@ -73,15 +73,77 @@ pub enum Command {
     Ps(project::PsArgs),
     /// Show the project's logs.
     Logs(project::LogsArgs),
+    /// Stop services (dependants first).
+    Stop(project::ServiceArgs),
+    /// Start existing containers of services (dependencies first).
+    Start(project::ServiceArgs),
+    /// Restart services.
+    Restart(project::ServiceArgs),
+    /// Pause services.
+    Pause(project::ServiceArgs),
+    /// Unpause services.
+    Unpause(project::ServiceArgs),
+    /// Send a signal to services' containers.
+    Kill {
+        /// Signal (name or number).
+        #[arg(short, long, default_value = "SIGKILL")]
+        signal: String,
+        /// Services; default all.
+        services: Vec<String>,
+    },
+    /// Remove stopped service containers.
+    Rm {
+        /// Don't ask (berth never asks; accepted for Compose's sake).
+        #[arg(short, long)]
+        force: bool,
+        /// Stop the containers first.
+        #[arg(short, long)]
+        stop: bool,
+        /// Remove their anonymous volumes too.
+        #[arg(short, long)]
+        volumes: bool,
+        /// Services; default all.
+        services: Vec<String>,
+    },
+    /// Show the processes of services' containers.
+    Top {
+        /// Services; default all.
+        services: Vec<String>,
+    },
+    /// Block until services' containers stop; print their exit codes.
+    Wait {
+        /// Services.
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// List projects.
+    Ls {
+        /// Show stopped projects too.
+        #[arg(short, long)]
+        all: bool,
+        /// Only names.
+        #[arg(short, long)]
+        quiet: bool,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
     /// Manage networks.
     #[command(subcommand)]
     Network(Box<network::NetworkCommand>),
-    /// List a container's published ports, or the host address of one port.
+    /// The host address of a service's published port (`port SERVICE PORT`), or a container's
+    /// published ports (`port CONTAINER [PORT[/PROTO]]`, as `docker port`).
     Port {
-        /// The container.
-        container: String,
-        /// `PORT[/PROTO]`.
+        /// The service (with a port), or the container.
+        target: String,
+        /// The container port.
         port: Option<String>,
+        /// `tcp` or `udp`, for a service.
+        #[arg(long, default_value = "tcp")]
+        protocol: String,
+        /// Which replica, for a service.
+        #[arg(long, default_value_t = 1)]
+        index: u32,
     },
     /// Log in to a registry (credentials go to ~/.docker/config.json).
     Login {
@@ -192,8 +254,32 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32> {
         Command::Down(args) => project::down(cli, args),
         Command::Ps(args) => project::ps(cli, args, out),
         Command::Logs(args) => project::logs(cli, args, out),
+        Command::Stop(a) => project::lifecycle(cli, project::Verb::Stop, a),
+        Command::Start(a) => project::lifecycle(cli, project::Verb::Start, a),
+        Command::Restart(a) => project::lifecycle(cli, project::Verb::Restart, a),
+        Command::Pause(a) => project::lifecycle(cli, project::Verb::Pause, a),
+        Command::Unpause(a) => project::lifecycle(cli, project::Verb::Unpause, a),
+        Command::Kill { signal, services } => project::kill(cli, signal, services),
+        Command::Rm {
+            force: _,
+            stop,
+            volumes,
+            services,
+        } => project::rm(cli, *stop, *volumes, services),
+        Command::Top { services } => project::top(cli, services, out),
+        Command::Wait { services } => project::wait(cli, services, out),
+        Command::Ls { all, quiet, format } => project::ls(cli, *all, *quiet, format == "json", out),
         Command::Network(c) => network::run(cli, c, out),
-        Command::Port { container, port } => container::port(cli, container, port.as_deref(), out),
+        Command::Port {
+            target,
+            port,
+            protocol,
+            index,
+        } => match port.as_deref().map(str::parse::<u16>) {
+            // A bare number after a name that is a service of the project: Compose's form.
+            Some(Ok(p)) if project::is_service(cli, target) => project::port(cli, target, p, protocol, *index, out),
+            _ => container::port(cli, target, port.as_deref(), out),
+        },
         Command::Images(a) => image::run(cli, &image::ImageCommand::Ls(a.clone()), out),
         Command::Rmi(a) => image::run(cli, &image::ImageCommand::Rm(a.clone()), out),
         Command::Login {

@@ -53,6 +53,24 @@ pub struct UpArgs {
     /// Operations at once (default: unlimited, or COMPOSE_PARALLEL_LIMIT).
     #[arg(long)]
     pub parallel: Option<usize>,
+    /// Stop every container when one stops (attached mode).
+    #[arg(long, conflicts_with = "detach")]
+    pub abort_on_container_exit: bool,
+    /// Stop every container when one fails (attached mode).
+    #[arg(long, conflicts_with_all = ["detach", "abort_on_container_exit"])]
+    pub abort_on_container_failure: bool,
+    /// Return this service's exit code (implies --abort-on-container-exit).
+    #[arg(long, value_name = "SERVICE", conflicts_with = "detach")]
+    pub exit_code_from: Option<String>,
+    /// Show timestamps in attached mode.
+    #[arg(long)]
+    pub timestamps: bool,
+    /// No colours in attached mode.
+    #[arg(long)]
+    pub no_color: bool,
+    /// No prefix in attached mode.
+    #[arg(long)]
+    pub no_log_prefix: bool,
     /// Services to bring up (with their dependencies); default all.
     pub services: Vec<String>,
 }
@@ -162,8 +180,10 @@ pub fn up(cli: &Cli, args: &UpArgs, out: &mut dyn Write) -> Result<i32> {
         return Ok(0);
     }
     require_root()?;
-    if !args.detach {
-        bail!("attached `berth up` is not available yet; use `berth up -d` and `berth logs -f`");
+    if let Some(s) = &args.exit_code_from
+        && !project.services.contains_key(s)
+    {
+        bail!("invalid --exit-code-from {s:?}: no such service");
     }
     let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
     let _lock = engine.lock(&project.name, &|m| eprintln!("{m}"))?;
@@ -185,7 +205,176 @@ pub fn up(cli: &Cli, args: &UpArgs, out: &mut dyn Write) -> Result<i32> {
         pull: args.pull.clone(),
     };
     execute::execute(&engine, &project, &desired, &plan, &exec, &say)?;
-    Ok(0)
+    if args.detach || args.no_start {
+        return Ok(0);
+    }
+    drop(_lock);
+    let attached = service_containers(&engine, &project.name, &args.services)?;
+    let levels = ServiceGraph::new(&project)?.stop_levels();
+    attach(&engine, &project.name, attached, &levels, args, out)
+}
+
+/// Why an attached `up` ends.
+enum Ending {
+    /// Every container stopped by itself.
+    AllExited,
+    /// A container stopped (or failed) and took the others down: its exit code.
+    Aborted(i32),
+    /// Ctrl-C.
+    Interrupted,
+}
+
+/// Attached mode: streams every container's log until all have stopped. The first Ctrl-C stops
+/// them gracefully (dependants first, a level at a time), a second one kills them.
+fn attach(
+    engine: &Engine,
+    project: &str,
+    containers: Vec<Container>,
+    stop_levels: &[Vec<String>],
+    args: &UpArgs,
+    out: &mut dyn Write,
+) -> Result<i32> {
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGINT);
+    mask.add(Signal::SIGTERM);
+    mask.thread_block()?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    let short = |c: &Container| {
+        c.name()
+            .strip_prefix(&format!("{project}-"))
+            .unwrap_or(c.name())
+            .to_string()
+    };
+    let names: Vec<String> = containers.iter().map(short).collect();
+    eprintln!("Attaching to {}", names.join(", "));
+    let width = names.iter().map(String::len).max().unwrap_or(0);
+    let printer = LogPrinter {
+        width,
+        prefix: !args.no_log_prefix,
+        timestamps: args.timestamps,
+        color: !args.no_color && nix::unistd::isatty(std::io::stdout()).unwrap_or(false),
+    };
+    let mut followed: Vec<(Container, String, usize, u64)> = containers
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let p = short(&c);
+            (c, p, i, 0)
+        })
+        .collect();
+    let mut exited = vec![false; followed.len()];
+    let mut ending = None;
+    let mut interrupts = 0;
+    let mut stopper: Option<std::thread::JoinHandle<()>> = None;
+    let abort_on_exit = args.abort_on_container_exit || args.exit_code_from.is_some();
+    loop {
+        let mut batch = Vec::new();
+        for (c, _, i, offset) in &mut followed {
+            let (recs, next) = read_log(&c.dir.log(), *offset, None)?;
+            *offset = next;
+            batch.extend(recs.into_iter().map(|r| (*i, r)));
+        }
+        printer.print(out, &followed, batch)?;
+        let mut all_done = true;
+        let mut abort = false;
+        for (k, (c, prefix, _, _)) in followed.iter_mut().enumerate() {
+            let now = engine.runtime.refresh(c)?;
+            if now.is_running() {
+                all_done = false;
+                continue;
+            }
+            if !exited[k] && now.state.status != crate::runtime::state::Status::Created {
+                exited[k] = true;
+                let code = now.state.exit_code.unwrap_or(-1);
+                writeln!(out, "{prefix} exited with code {code}")?;
+                let aborts = abort_on_exit || (args.abort_on_container_failure && code != 0);
+                if aborts && ending.is_none() && stopper.is_none() {
+                    ending = Some(Ending::Aborted(code));
+                    abort = true;
+                }
+            }
+            *c = now;
+        }
+        if abort {
+            eprintln!("Aborting on container exit...");
+            stopper = Some(stop_all(
+                engine,
+                &followed_containers(&followed),
+                stop_levels,
+                args.timeout,
+            ));
+        }
+        if all_done {
+            break;
+        }
+        while let Ok(Some(_)) = signals.read_signal() {
+            interrupts += 1;
+            if interrupts == 1 {
+                eprintln!("Gracefully stopping... (press Ctrl+C again to force)");
+                ending.get_or_insert(Ending::Interrupted);
+                if stopper.is_none() {
+                    stopper = Some(stop_all(
+                        engine,
+                        &followed_containers(&followed),
+                        stop_levels,
+                        args.timeout,
+                    ));
+                }
+            } else {
+                for (c, ..) in &followed {
+                    let _ = engine.runtime.kill(c, Signal::SIGKILL as i32);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if let Some(h) = stopper {
+        let _ = h.join();
+    }
+    let ending = ending.unwrap_or(Ending::AllExited);
+    Ok(match (&args.exit_code_from, ending) {
+        (Some(svc), _) => followed
+            .iter()
+            .find(|(c, ..)| service(c) == svc)
+            .and_then(|(c, ..)| c.state.exit_code)
+            .unwrap_or(0),
+        (None, Ending::Aborted(code)) => code,
+        (None, Ending::Interrupted) => 130,
+        (None, Ending::AllExited) => 0,
+    })
+}
+
+fn followed_containers(followed: &[(Container, String, usize, u64)]) -> Vec<Container> {
+    followed.iter().map(|(c, ..)| c.clone()).collect()
+}
+
+/// Stops containers in the background, dependants first, a level at a time.
+fn stop_all(
+    engine: &Engine,
+    containers: &[Container],
+    stop_levels: &[Vec<String>],
+    timeout: Option<u64>,
+) -> std::thread::JoinHandle<()> {
+    let engine = engine.clone();
+    let containers = containers.to_vec();
+    let levels = stop_levels.to_vec();
+    std::thread::spawn(move || {
+        let results = down::in_levels(leveled(&containers, &levels), |c| {
+            let c = engine.runtime.refresh(c)?;
+            if c.is_running() {
+                engine.stop(&c, timeout)?;
+                say(&format!("Container {}  Stopped", c.name()));
+            }
+            Ok(())
+        });
+        for (c, r) in results {
+            if let Err(e) = r {
+                eprintln!("error: container {c}: {e}");
+            }
+        }
+    })
 }
 
 /// `berth down`. Without a compose file, `-p NAME` names the project and its containers are
@@ -477,4 +666,281 @@ impl LogPrinter {
         out.flush()?;
         Ok(())
     }
+}
+
+/// Flags of the verbs that act on services' containers.
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// Seconds to wait for a stop before SIGKILL (stop, restart).
+    #[arg(short = 't', long = "timeout")]
+    pub timeout: Option<u64>,
+    /// Services; default all.
+    pub services: Vec<String>,
+}
+
+/// The simple life-cycle verbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// Stop, dependants first.
+    Stop,
+    /// Start, dependencies first (waiting on their conditions).
+    Start,
+    /// Stop then start.
+    Restart,
+    /// Freeze.
+    Pause,
+    /// Thaw.
+    Unpause,
+}
+
+/// The project, its name and its start levels; without a compose file (`-p NAME` only), one
+/// level of whatever services its containers have.
+fn project_and_levels(cli: &Cli) -> Result<(String, Option<Project>, Vec<Vec<String>>)> {
+    match load(cli, &[]) {
+        Ok(p) => {
+            let levels = ServiceGraph::new(&p)?.start_levels();
+            Ok((p.name.clone(), Some(p), levels))
+        }
+        Err(e) if is_not_found(&e) && cli.project_name.is_some() => {
+            Ok((cli.project_name.clone().unwrap_or_default(), None, Vec::new()))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Groups containers by levels of services; containers of services in no level go last.
+fn leveled<'a>(containers: &'a [Container], levels: &[Vec<String>]) -> Vec<Vec<&'a Container>> {
+    let mut out: Vec<Vec<&Container>> = levels
+        .iter()
+        .map(|l| {
+            containers
+                .iter()
+                .filter(|c| l.iter().any(|s| s == service(c)))
+                .collect()
+        })
+        .collect();
+    out.push(
+        containers
+            .iter()
+            .filter(|c| !levels.iter().flatten().any(|s| s == service(c)))
+            .collect(),
+    );
+    out
+}
+
+/// `stop`, `start`, `restart`, `pause`, `unpause` on the services' containers, level by level.
+pub fn lifecycle(cli: &Cli, verb: Verb, args: &ServiceArgs) -> Result<i32> {
+    require_root()?;
+    let (name, project, mut levels) = project_and_levels(cli)?;
+    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let _lock = engine.lock(&name, &|m| eprintln!("{m}"))?;
+    let list = service_containers(&engine, &name, &args.services)?;
+    if matches!(verb, Verb::Stop | Verb::Pause) {
+        levels.reverse();
+    }
+    let rt = &engine.runtime;
+    let stop = |c: &Container| -> std::result::Result<(), reconcile::ReconcileError> {
+        if c.is_running() {
+            engine.stop(c, args.timeout)?;
+            say(&format!("Container {}  Stopped", c.name()));
+        }
+        Ok(())
+    };
+    let start = |c: &Container| -> std::result::Result<(), reconcile::ReconcileError> {
+        let c = rt.refresh(c)?;
+        if c.is_running() {
+            return Ok(());
+        }
+        if let Some(p) = &project {
+            execute::wait_dependencies(&engine, p, service(&c), &say)?;
+        }
+        rt.start(&c, crate::runtime::StartMode::Detached)?;
+        say(&format!("Container {}  Started", c.name()));
+        Ok(())
+    };
+    let results = match verb {
+        Verb::Stop => down::in_levels(leveled(&list, &levels), stop),
+        Verb::Start => down::in_levels(leveled(&list, &levels), start),
+        Verb::Restart => {
+            let mut reversed = levels.clone();
+            reversed.reverse();
+            let mut r = down::in_levels(leveled(&list, &reversed), stop);
+            r.extend(down::in_levels(leveled(&list, &levels), start));
+            r
+        }
+        Verb::Pause | Verb::Unpause => down::in_levels(leveled(&list, &levels), |c| {
+            let freeze = verb == Verb::Pause;
+            if c.is_running() && (c.state.status == crate::runtime::state::Status::Paused) != freeze {
+                rt.pause(c, freeze)?;
+                say(&format!(
+                    "Container {}  {}",
+                    c.name(),
+                    if freeze { "Paused" } else { "Unpaused" }
+                ));
+            }
+            Ok(())
+        }),
+    };
+    report_failures(results)
+}
+
+/// Prints each failure; exit code 1 when any.
+fn report_failures(results: Vec<(String, std::result::Result<(), reconcile::ReconcileError>)>) -> Result<i32> {
+    let mut code = 0;
+    for (c, r) in results {
+        if let Err(e) = r {
+            eprintln!("error: container {c}: {e}");
+            code = 1;
+        }
+    }
+    Ok(code)
+}
+
+/// `kill [-s SIGNAL] [SERVICES]`: signals the running containers.
+pub fn kill(cli: &Cli, signal: &str, services: &[String]) -> Result<i32> {
+    require_root()?;
+    let sig = crate::runtime::process::parse_signal(signal).map_err(|e| anyhow!(e))?;
+    let name = project_name(cli)?;
+    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let list = service_containers(&engine, &name, services)?;
+    let running: Vec<&Container> = list.iter().filter(|c| c.is_running()).collect();
+    let results = down::in_levels(vec![running], |c| {
+        engine.runtime.kill(c, sig as i32)?;
+        say(&format!("Container {}  Killed", c.name()));
+        Ok(())
+    });
+    report_failures(results)
+}
+
+/// `rm [-f] [-s] [-v] [SERVICES]`: removes stopped containers (with `-s`, stops them first).
+pub fn rm(cli: &Cli, stop: bool, volumes: bool, services: &[String]) -> Result<i32> {
+    require_root()?;
+    let name = project_name(cli)?;
+    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let _lock = engine.lock(&name, &|m| eprintln!("{m}"))?;
+    let list = service_containers(&engine, &name, services)?;
+    let chosen: Vec<&Container> = list.iter().filter(|c| stop || !c.is_running()).collect();
+    if chosen.is_empty() {
+        eprintln!("No stopped containers");
+        return Ok(0);
+    }
+    let results = down::in_levels(vec![chosen], |c| {
+        engine.remove(c, None)?;
+        if volumes {
+            for m in &c.config.spec.mounts {
+                // Only anonymous volumes go with their container, as with Compose's `rm -v`.
+                if let crate::runtime::MountKind::Volume { source } = &m.kind
+                    && let Some(dir) = source.parent()
+                    && dir.file_name().is_some_and(|n| n.to_string_lossy().contains("_anon_"))
+                {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
+        }
+        say(&format!("Container {}  Removed", c.name()));
+        Ok(())
+    });
+    report_failures(results)
+}
+
+/// `top [SERVICES]`: each running container's processes.
+pub fn top(cli: &Cli, services: &[String], out: &mut dyn Write) -> Result<i32> {
+    require_root()?;
+    let name = project_name(cli)?;
+    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    for c in service_containers(&engine, &name, services)?
+        .iter()
+        .filter(|c| c.is_running())
+    {
+        writeln!(out, "{}", c.name())?;
+        super::container::top(&engine.runtime, c, out)?;
+        writeln!(out)?;
+    }
+    Ok(0)
+}
+
+/// `port SERVICE PRIVATE_PORT`: the host address a container port is published on.
+pub fn port(cli: &Cli, svc: &str, private: u16, protocol: &str, index: u32, out: &mut dyn Write) -> Result<i32> {
+    let name = project_name(cli)?;
+    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let list = service_containers(&engine, &name, &[svc.to_string()])?;
+    let c = list
+        .iter()
+        .find(|c| c.config.spec.labels.get(labels::NUMBER).map(String::as_str) == Some(&index.to_string()))
+        .ok_or_else(|| anyhow!("service {svc} has no container with index {index}"))?;
+    let endpoints = engine.networks.state()?.endpoints;
+    let found = c
+        .config
+        .spec
+        .labels
+        .get(ENDPOINT_LABEL)
+        .and_then(|k| endpoints.get(k))
+        .and_then(|e| {
+            e.ports
+                .iter()
+                .find(|p| p.container_port == private && p.proto.as_str() == protocol)
+        });
+    match found {
+        Some(p) => {
+            writeln!(out, "{}:{}", p.host_ip, p.bound)?;
+            Ok(0)
+        }
+        None => bail!("no port {private}/{protocol} is published for {}", c.name()),
+    }
+}
+
+/// `wait SERVICES`: blocks until the containers stop; prints their exit codes.
+pub fn wait(cli: &Cli, services: &[String], out: &mut dyn Write) -> Result<i32> {
+    require_root()?;
+    let name = project_name(cli)?;
+    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let mut last = 0;
+    for c in service_containers(&engine, &name, services)? {
+        last = engine.runtime.wait(&c)?;
+        writeln!(out, "{last}")?;
+        out.flush()?;
+    }
+    Ok(last)
+}
+
+/// `ls [-a] [-q] [--format json]`: the projects that have containers, with their states.
+pub fn ls(cli: &Cli, all: bool, quiet: bool, json: bool, out: &mut dyn Write) -> Result<i32> {
+    let rt = crate::runtime::Runtime::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    // Project → (state → count, config files).
+    let mut projects: BTreeMap<String, (BTreeMap<String, usize>, String)> = BTreeMap::new();
+    for c in rt.list()? {
+        let l = &c.config.spec.labels;
+        let Some(p) = l.get(labels::PROJECT) else { continue };
+        let entry = projects.entry(p.clone()).or_insert_with(|| {
+            (
+                BTreeMap::new(),
+                l.get(labels::CONFIG_FILES).cloned().unwrap_or_default(),
+            )
+        });
+        *entry.0.entry(c.state.status.to_string()).or_default() += 1;
+    }
+    let mut rows = vec![vec!["NAME".to_string(), "STATUS".into(), "CONFIG FILES".into()]];
+    for (name, (states, files)) in &projects {
+        if !all && !states.contains_key("running") {
+            continue;
+        }
+        let status: Vec<String> = states.iter().map(|(s, n)| format!("{s}({n})")).collect();
+        if quiet {
+            writeln!(out, "{name}")?;
+        } else if json {
+            let doc = serde_json::json!({"Name": name, "Status": status.join(", "), "ConfigFiles": files});
+            writeln!(out, "{doc}")?;
+        } else {
+            rows.push(vec![name.clone(), status.join(", "), files.clone()]);
+        }
+    }
+    if !quiet && !json {
+        write_table(out, &rows)?;
+    }
+    Ok(0)
+}
+
+/// Whether `name` is a service of the project in this directory.
+pub fn is_service(cli: &Cli, name: &str) -> bool {
+    load(cli, &[]).is_ok_and(|p| p.services.contains_key(name))
 }

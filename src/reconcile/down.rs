@@ -20,6 +20,33 @@ pub struct DownOptions {
     pub remove_orphans: bool,
 }
 
+/// Applies `f` to containers level by level, all of a level at once; returns each container's
+/// name and result, in level order.
+pub fn in_levels(
+    levels: Vec<Vec<&Container>>,
+    f: impl Fn(&Container) -> Result<(), ReconcileError> + Sync,
+) -> Vec<(String, Result<(), ReconcileError>)> {
+    let mut out = Vec::new();
+    for level in levels.into_iter().filter(|l| !l.is_empty()) {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = level
+                .iter()
+                .map(|c| {
+                    let f = &f;
+                    s.spawn(move || f(c))
+                })
+                .collect();
+            for (c, h) in level.iter().zip(handles) {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err(ReconcileError::Dependency(format!("{}: a worker panicked", c.name()))));
+                out.push((c.name().to_string(), r));
+            }
+        });
+    }
+    out
+}
+
 /// Takes project `name` down. `stop_levels` are the project's services, dependants first; a
 /// container of a service in none of them is an orphan.
 pub fn down(
@@ -53,36 +80,16 @@ pub fn down(
         levels.push(containers.iter().filter(|c| level.contains(&service_of(c))).collect());
     }
     let mut failures = Vec::new();
-    for level in levels.into_iter().filter(|l| !l.is_empty()) {
-        let results: Vec<(String, Result<(), ReconcileError>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = level
-                .iter()
-                .map(|c| {
-                    s.spawn(move || {
-                        if c.is_running() {
-                            report.line(&format!("Container {}  Stopping", c.name()));
-                        }
-                        (c.name().to_string(), engine.remove(c, opts.timeout))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        (
-                            String::new(),
-                            Err(ReconcileError::Dependency("a worker panicked".into())),
-                        )
-                    })
-                })
-                .collect()
-        });
-        for (c, r) in results {
-            match r {
-                Ok(()) => report.line(&format!("Container {c}  Removed")),
-                Err(e) => failures.push(format!("remove container {c}: {e}")),
-            }
+    let results = in_levels(levels, |c| {
+        if c.is_running() {
+            report.line(&format!("Container {}  Stopping", c.name()));
+        }
+        engine.remove(c, opts.timeout)
+    });
+    for (c, r) in results {
+        match r {
+            Ok(()) => report.line(&format!("Container {c}  Removed")),
+            Err(e) => failures.push(format!("remove container {c}: {e}")),
         }
     }
     let networks: Vec<String> = engine

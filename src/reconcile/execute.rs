@@ -566,7 +566,7 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), ReconcileError> {
 }
 
 /// Waits until every dependency of `service` meets its `depends_on` condition.
-fn wait_dependencies(
+pub fn wait_dependencies(
     engine: &Engine,
     project: &Project,
     service: &str,
