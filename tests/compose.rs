@@ -228,14 +228,33 @@ services:
     image: IMAGE
     command: sh -c 'test -f /data/first || date > /data/first; sleep 1000'
     volumes: [data:/data]
+  reader:
+    image: IMAGE
+    command: sleep 1000
+    volumes_from: ["db:ro"]
+    volumes: [etc:/etc]
 volumes:
   data: {}
+  etc: {}
 "#,
     );
     p.ok(&["up", "-d"]);
     common::berth::until(5, "the file", || {
         text(&p.exec("db", &["cat", "/data/first"]).stdout).len() > 5
     });
+    // volumes_from shares the volume, read-only as asked.
+    let shared = p.exec("reader", &["cat", "/data/first"]);
+    assert_eq!(
+        text(&shared.stdout),
+        text(&p.exec("db", &["cat", "/data/first"]).stdout)
+    );
+    assert!(
+        !p.exec("reader", &["touch", "/data/x"]).status.success(),
+        "the shared volume is writable"
+    );
+    // A new named volume starts with the image's content at its mount point.
+    let passwd = p.exec("reader", &["cat", "/etc/passwd"]);
+    assert!(text(&passwd.stdout).starts_with("root:"), "{}", text(&passwd.stderr));
     let first = text(&p.exec("db", &["cat", "/data/first"]).stdout);
     p.ok(&["down", "-t", "0"]);
     assert!(p.b.root.join(format!("volumes/{}_data", p.name)).exists());

@@ -414,13 +414,15 @@ impl Runner<'_> {
         };
         let mut t = translate::translate(ctx, service, number, name, &hash, image)?;
         for (volume, target) in &t.volumes {
-            let fresh = create_volume(self.engine.root(), volume, &self.project.name)?;
-            if fresh {
-                prefill_volume(
-                    &image.layers,
-                    target,
-                    &translate::volume_dir(self.engine.root(), volume),
-                )?;
+            create_volume(self.engine.root(), volume, &self.project.name)?;
+            // As Docker: an empty volume takes the image's content at its mount point.
+            let dir = translate::volume_dir(self.engine.root(), volume);
+            let empty = std::fs::read_dir(&dir)
+                .map_err(ReconcileError::io("read", &dir))?
+                .next()
+                .is_none();
+            if empty && !t.no_copy.contains(target) {
+                prefill_volume(&image.layers, target, &dir)?;
             }
         }
         for p in &t.host_paths {
@@ -429,6 +431,7 @@ impl Runner<'_> {
             }
         }
         let rt = &self.engine.runtime;
+        self.volumes_from(service, &mut t.spec)?;
         match &t.net {
             NetMode::Endpoint | NetMode::Host | NetMode::None => {}
             NetMode::Service(s) => {
@@ -478,6 +481,48 @@ impl Runner<'_> {
             let _ = nets.disconnect(&endpoint.key);
         }
         created
+    }
+}
+
+impl Runner<'_> {
+    /// Adds the mounts of `volumes_from` sources (a service's first container, or a named one),
+    /// read-only when asked; a target the service mounts itself is left alone.
+    fn volumes_from(&self, service: &str, spec: &mut crate::runtime::ContainerSpec) -> Result<(), ReconcileError> {
+        let Some(svc) = self.project.services.get(service) else {
+            return Ok(());
+        };
+        for entry in &svc.volumes_from {
+            let (source, mode) = match entry.strip_prefix("container:") {
+                Some(rest) => {
+                    let (name, mode) = rest.split_once(':').unwrap_or((rest, "rw"));
+                    (self.engine.runtime.lookup(name)?, mode)
+                }
+                None => {
+                    let (s, mode) = entry.split_once(':').unwrap_or((entry, "rw"));
+                    let first = self
+                        .engine
+                        .containers(&self.project.name)?
+                        .into_iter()
+                        .filter(|c| c.config.spec.labels.get(labels::SERVICE).map(String::as_str) == Some(s))
+                        .min_by_key(|c| c.config.spec.labels.get(labels::NUMBER).cloned())
+                        .ok_or_else(|| {
+                            ReconcileError::Dependency(format!("service {s} has no container to share volumes"))
+                        })?;
+                    (first, mode)
+                }
+            };
+            for m in &source.config.spec.mounts {
+                if matches!(m.kind, crate::runtime::MountKind::Tmpfs { .. })
+                    || spec.mounts.iter().any(|x| x.target == m.target)
+                {
+                    continue;
+                }
+                let mut m = m.clone();
+                m.read_only |= mode == "ro";
+                spec.mounts.push(m);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Translated {
     pub volumes: Vec<(String, String)>,
     /// Host directories to create for bind mounts with `create_host_path`.
     pub host_paths: Vec<PathBuf>,
+    /// Mount targets of volumes marked `nocopy`, which are not filled from the image.
+    pub no_copy: Vec<String>,
 }
 
 /// What the translation needs besides the service.
@@ -274,6 +276,7 @@ pub fn translate(
     // Mounts.
     let mut volumes = Vec::new();
     let mut host_paths = Vec::new();
+    let mut no_copy = Vec::new();
     for (i, v) in doc["volumes"].as_array().into_iter().flatten().enumerate() {
         let key = format!("volumes[{i}]");
         let target = v["target"]
@@ -290,6 +293,9 @@ pub fn translate(
                     None => anonymous_volume(&project.name, service, number, &target),
                 };
                 volumes.push((full.clone(), target.clone()));
+                if v["volume"]["nocopy"].as_bool().unwrap_or(false) {
+                    no_copy.push(target.clone());
+                }
                 MountKind::Volume {
                     source: volume_dir(ctx.root, &full),
                 }
@@ -391,6 +397,7 @@ pub fn translate(
         endpoint,
         volumes,
         host_paths,
+        no_copy,
     })
 }
 
