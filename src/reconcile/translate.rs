@@ -385,7 +385,8 @@ pub fn translate(
         spec.labels
             .insert(ENDPOINT_LABEL.to_string(), endpoint_key(&project.name, name));
     }
-    if endpoint.is_none() && doc["ports"].as_array().is_some_and(|p| !p.is_empty()) {
+    // With the host's network a port is already the host's (Docker discards them too).
+    if endpoint.is_none() && net != NetMode::Host && doc["ports"].as_array().is_some_and(|p| !p.is_empty()) {
         return Err(bad(
             "ports",
             "published ports need the service on a network, not network_mode".into(),
@@ -513,4 +514,130 @@ fn as_f64(v: &Value) -> Option<f64> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compose::{LoadOptions, load};
+
+    fn project(yaml: &str) -> Project {
+        let dir = std::env::temp_dir().join(format!("berth-translate-{}", crate::fsutil::random_hex(6)));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("compose.yaml"), yaml).unwrap();
+        let p = load(&LoadOptions {
+            working_dir: dir.clone(),
+            interpolate: true,
+            ..Default::default()
+        })
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        p
+    }
+
+    fn image() -> ImageInfo {
+        ImageInfo {
+            name: "busybox".into(),
+            id: "sha256:abc".into(),
+            layers: vec![PathBuf::from("/layers/1")],
+            defaults: ContainerConfig {
+                env: Some(vec!["PATH=/bin".into(), "A=image".into()]),
+                entrypoint: Some(vec!["/entry".into()]),
+                cmd: Some(vec!["default".into()]),
+                volumes: Some([("/cache".to_string(), serde_json::json!({}))].into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_service_becomes_a_spec_and_an_endpoint() {
+        let p = project(
+            r#"
+name: demo
+services:
+  web:
+    image: busybox
+    command: [serve, --port, "80"]
+    environment: {A: service, B: "2", UNSET: null}
+    volumes: [data:/data, /srv:/srv:ro, {type: tmpfs, target: /run, tmpfs: {size: 1024}}]
+    ports: ["127.0.0.1:8080:80", "9000/udp"]
+    mem_limit: 64m
+    cpus: 0.5
+    stop_grace_period: 1500ms
+    restart: on-failure:2
+    extra_hosts: ["db.local=10.0.0.2"]
+    networks: {front: {aliases: [www], ipv4_address: 10.1.0.9}, default: {}}
+volumes: {data: {}}
+networks: {front: {}}
+"#,
+        );
+        let ctx = Context {
+            project: &p,
+            root: Path::new("/state"),
+        };
+        let t = translate(ctx, "web", 2, "demo-web-2", "hash", &image()).unwrap();
+        let s = &t.spec;
+        assert_eq!(s.process.args, ["/entry", "serve", "--port", "80"]);
+        assert_eq!(s.process.env, ["PATH=/bin", "A=service", "B=2"]);
+        assert_eq!(s.resources.memory, Some(64 << 20));
+        assert_eq!(s.resources.cpus, Some(0.5));
+        assert_eq!(s.stop_timeout, Some(2), "1.5 s rounds up");
+        assert_eq!(s.restart, RestartPolicy::OnFailure(Some(2)));
+        assert_eq!(s.extra_hosts, [("db.local".to_string(), "10.0.0.2".to_string())]);
+        assert_eq!(s.labels[labels::NUMBER], "2");
+        assert_eq!(s.labels[labels::PROJECT], "demo");
+        assert_eq!(s.labels[ENDPOINT_LABEL], endpoint_key("demo", "demo-web-2"));
+        let targets: Vec<&str> = s.mounts.iter().map(|m| m.target.as_str()).collect();
+        assert_eq!(targets, ["/data", "/srv", "/run", "/cache"]);
+        assert_eq!(
+            s.mounts[0].kind,
+            MountKind::Volume {
+                source: PathBuf::from("/state/volumes/demo_data/_data")
+            }
+        );
+        assert!(s.mounts[1].read_only);
+        assert_eq!(t.volumes[1].0, anonymous_volume("demo", "web", 2, "/cache"));
+        assert_eq!(t.host_paths, [PathBuf::from("/srv")]);
+        let e = t.endpoint.unwrap();
+        assert_eq!(e.names, ["demo-web-2", "web"]);
+        let nets: Vec<&str> = e.networks.iter().map(|a| a.network.as_str()).collect();
+        assert_eq!(nets, ["demo_front", "demo_default"]);
+        assert_eq!(e.networks[0].aliases, ["www"]);
+        assert_eq!(e.networks[0].ipv4_address, Some(Ipv4Addr::new(10, 1, 0, 9)));
+        assert_eq!(e.ports.len(), 2);
+        assert_eq!(e.ports[0].host_port, 8080);
+        assert_eq!(e.ports[1].proto, Proto::Udp);
+        assert_eq!(e.ports[1].host_port, 0);
+    }
+
+    #[test]
+    fn anonymous_volumes_keep_their_names_across_recreation_and_replicas_differ() {
+        assert_eq!(
+            anonymous_volume("p", "s", 1, "/data"),
+            anonymous_volume("p", "s", 1, "/data")
+        );
+        assert_ne!(
+            anonymous_volume("p", "s", 1, "/data"),
+            anonymous_volume("p", "s", 2, "/data")
+        );
+    }
+
+    #[test]
+    fn unsupported_requests_are_errors_with_the_key() {
+        let p = project("services:\n  a:\n    image: x\n    network_mode: bridge\n");
+        let ctx = Context {
+            project: &p,
+            root: Path::new("/state"),
+        };
+        let e = translate(ctx, "a", 1, "x-a-1", "h", &image()).unwrap_err().to_string();
+        assert!(e.starts_with("services.a.network_mode: "), "{e}");
+        let p = project("services:\n  a:\n    image: x\n    network_mode: none\n    ports: [\"80\"]\n");
+        let ctx = Context {
+            project: &p,
+            root: Path::new("/state"),
+        };
+        let e = translate(ctx, "a", 1, "x-a-1", "h", &image()).unwrap_err().to_string();
+        assert!(e.contains("services.a.ports"), "{e}");
+    }
 }
