@@ -179,8 +179,22 @@ fn pause_freezes_and_unpause_thaws() {
 #[test]
 fn stop_waits_the_grace_period_then_kills() {
     let env = Env::new("stop");
-    // PID 1 without a handler ignores SIGTERM.
-    let id = env.run_d(&[], &["sleep", "100"]);
+    // A process that catches SIGTERM and goes on gets the grace period, then SIGKILL.
+    let id = env.run_d(
+        &[],
+        &[
+            "sh",
+            "-c",
+            "trap 'echo ignoring TERM' TERM; while true; do sleep 0.1; done",
+        ],
+    );
+    env.until(5, "the trap to be set", || {
+        let pid = env.inspect(&id)["State"]["Pid"].as_i64().unwrap_or(0);
+        std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+            s.lines()
+                .any(|l| l.starts_with("SigCgt:") && !l.ends_with("0000000000000000"))
+        })
+    });
     let t = Instant::now();
     env.ok(&["container", "stop", "-t", "1", &id]);
     let took = t.elapsed();
@@ -191,6 +205,12 @@ fn stop_waits_the_grace_period_then_kills() {
     let st = env.inspect(&id);
     assert_eq!(st["State"]["Status"], "exited");
     assert_eq!(st["State"]["ExitCode"], 137);
+    // PID 1 without a handler can never receive SIGTERM: it is killed at once, no grace wasted.
+    let id = env.run_d(&[], &["sleep", "100"]);
+    let t = Instant::now();
+    env.ok(&["container", "stop", "-t", "10", &id]);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(env.inspect(&id)["State"]["ExitCode"], 137);
     // A process that handles SIGTERM stops at once.
     let id = env.run_d(&["--init"], &["sleep", "100"]);
     let t = Instant::now();

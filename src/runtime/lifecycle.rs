@@ -210,10 +210,18 @@ impl Runtime {
     }
 
     /// Sends `signal`, waits up to `timeout` seconds, then SIGKILL; returns the exit code.
+    ///
+    /// A first process that can never receive `signal` (the kernel drops signals a namespace's
+    /// PID 1 has no handler for, such as `sleep` run as the container's command) gets no grace
+    /// period: waiting could only end in SIGKILL. Docker waits the full period in that case.
     pub fn stop(&self, c: &Container, signal: i32, timeout: u64) -> Result<Option<i32>> {
         if !c.is_running() {
             return Ok(c.state.exit_code);
         }
+        let timeout = match c.state.pid {
+            Some(pid) if c.state.status == Status::Running && !super::process::receives(pid, signal) => 0,
+            _ => timeout,
+        };
         match self.ask_until_exit(c, &Request::Stop { signal, timeout })? {
             Some(Response::Exited { code }) => Ok(Some(code)),
             Some(other) => Err(self.unexpected(c, other)),

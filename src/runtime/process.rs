@@ -409,3 +409,57 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// Whether the process `pid`, the first process of a container's pid namespace, can receive
+/// `signal` sent from outside: SIGKILL and SIGSTOP always; others only when it catches them
+/// or block them (`SigCgt`, `SigBlk` in /proc/PID/status) and do not ignore them. Unreadable status counts
+/// as receiving, so the caller keeps its grace period.
+pub fn receives(pid: i32, signal: i32) -> bool {
+    if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+        return true;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(status) => catches(&status, signal),
+        Err(_) => true,
+    }
+}
+
+/// `receives` on the text of /proc/PID/status.
+fn catches(status: &str, signal: i32) -> bool {
+    let mask = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        u64::from_str_radix(line[key.len()..].trim(), 16).ok()
+    };
+    if !(1..=64).contains(&signal) {
+        return true;
+    }
+    let bit = 1u64 << (signal - 1);
+    // A blocked signal stays pending (it is how a signalfd reads them), so it counts as received.
+    match (mask("SigCgt:"), mask("SigIgn:"), mask("SigBlk:")) {
+        (Some(caught), Some(ignored), blocked) => (caught | blocked.unwrap_or(0)) & bit != 0 && ignored & bit == 0,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod receive_tests {
+    use super::catches;
+
+    #[test]
+    fn a_pid_one_without_a_handler_does_not_receive_sigterm() {
+        let sleep = "Name:\tsleep\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nSigCgt:\t0000000000000000\n";
+        assert!(!catches(sleep, libc::SIGTERM));
+        // A shell with a TERM trap catches bit 15.
+        let trapped = "SigIgn:\t0000000000000000\nSigCgt:\t0000000000004000\n";
+        assert!(catches(trapped, libc::SIGTERM));
+        assert!(!catches(trapped, libc::SIGINT));
+        // A signalfd reader (berth's init) blocks it.
+        let blocked = "SigBlk:\t0000000000004002\nSigIgn:\t0000000000000000\nSigCgt:\t0000000000000000\n";
+        assert!(catches(blocked, libc::SIGTERM));
+        // `trap "" TERM` ignores it.
+        let ignored = "SigIgn:\t0000000000004000\nSigCgt:\t0000000000000000\n";
+        assert!(!catches(ignored, libc::SIGTERM));
+        // Unknown layouts keep the grace period.
+        assert!(catches("garbage", libc::SIGTERM));
+    }
+}
