@@ -12,11 +12,13 @@ use clap::{Args, Subcommand};
 use super::{Cli, Result};
 use crate::network::Networks;
 use crate::runtime::control::{self, ExecRequest, frame};
+use crate::runtime::health::{Health, HealthStatus};
 use crate::runtime::lifecycle::read_log;
 use crate::runtime::process::parse_signal;
 use crate::runtime::state::Status;
 use crate::runtime::{
-    Container, ContainerSpec, MountKind, MountSpec, NetworkSpec, RestartPolicy, Runtime, RuntimeError, StartMode,
+    Container, ContainerSpec, Healthcheck, MountKind, MountSpec, NetworkSpec, RestartPolicy, Runtime, RuntimeError,
+    StartMode,
 };
 
 /// Exit code for an error of berth itself, as Docker's 125.
@@ -270,9 +272,38 @@ pub struct RunArgs {
     /// Pull the image first: `missing` (default), `always` or `never`.
     #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
     pull: String,
+    #[command(flatten)]
+    health: HealthArgs,
     /// IMAGE (unless --rootfs is given), then the command and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+/// Docker's healthcheck flags of `run` and `create`. Durations are Go's (`500ms`, `2s`, `1m30s`);
+/// zero or absent means the image's value, then Docker's default.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Command to run to check health (run with `/bin/sh -c` in the container).
+    #[arg(long)]
+    health_cmd: Option<String>,
+    /// Time between running the check (default 30s).
+    #[arg(long, allow_hyphen_values = true)]
+    health_interval: Option<String>,
+    /// Maximum time a check may run before it counts as failed (default 30s).
+    #[arg(long, allow_hyphen_values = true)]
+    health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy (default 3).
+    #[arg(long, allow_hyphen_values = true)]
+    health_retries: Option<i64>,
+    /// Start period for the container to initialize before failures count (default 0s).
+    #[arg(long, allow_hyphen_values = true)]
+    health_start_period: Option<String>,
+    /// Time between running the check during the start period (default 5s).
+    #[arg(long, allow_hyphen_values = true)]
+    health_start_interval: Option<String>,
+    /// Disable any container-specified healthcheck (the image's HEALTHCHECK).
+    #[arg(long)]
+    no_healthcheck: bool,
 }
 
 /// `-d`, `-i` and `-t`, shared by `run`, `create` and `exec`.
@@ -730,6 +761,7 @@ fn build_spec(a: &RunArgs, rt: &Runtime) -> Result<ContainerSpec> {
             .ok_or_else(|| anyhow!("invalid --add-host {h:?}: want host:ip"))?;
         spec.extra_hosts.push((host.to_string(), ip.to_string()));
     }
+    spec.healthcheck = healthcheck(&a.health, defaults.healthcheck.as_ref())?;
     spec.network = match a.network.first().map_or("none", String::as_str) {
         "none" => NetworkSpec::None,
         "host" => NetworkSpec::Host,
@@ -741,6 +773,102 @@ fn build_spec(a: &RunArgs, rt: &Runtime) -> Result<ContainerSpec> {
         },
     };
     Ok(spec)
+}
+
+/// The container's healthcheck as Docker's CLI and daemon make it: `--no-healthcheck` gives a `NONE`
+/// test; any `--health-*` flag gives a check whose empty fields (no command, zero times) come from
+/// the image's; no flag at all keeps the image's check.
+fn healthcheck(a: &HealthArgs, image: Option<&serde_json::Value>) -> Result<Option<Healthcheck>> {
+    let duration = |flag: &str, v: &Option<String>| -> Result<Option<Duration>> {
+        let Some(v) = v else { return Ok(None) };
+        let ns = crate::compose::units::parse_duration(v).map_err(|e| anyhow!("invalid --{flag}: {e}"))?;
+        if ns < 0 {
+            bail!("--{flag} cannot be negative");
+        }
+        Ok(Some(Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))))
+    };
+    let flags = Healthcheck {
+        test: a
+            .health_cmd
+            .iter()
+            .filter(|c| !c.is_empty())
+            .flat_map(|c| ["CMD-SHELL".to_string(), c.clone()])
+            .collect(),
+        interval: duration("health-interval", &a.health_interval)?,
+        timeout: duration("health-timeout", &a.health_timeout)?,
+        retries: match a.health_retries {
+            Some(r) if r < 0 => bail!("--health-retries cannot be negative"),
+            Some(r) => Some(u32::try_from(r).map_err(|_| anyhow!("--health-retries {r} is too large"))?),
+            None => None,
+        },
+        start_period: duration("health-start-period", &a.health_start_period)?,
+        start_interval: duration("health-start-interval", &a.health_start_interval)?,
+    };
+    let is_set = |d: Option<Duration>| d.is_some_and(|d| !d.is_zero());
+    let have_flags = !flags.test.is_empty()
+        || is_set(flags.interval)
+        || is_set(flags.timeout)
+        || flags.retries.is_some_and(|r| r > 0)
+        || is_set(flags.start_period)
+        || is_set(flags.start_interval);
+    let image = image.map(Healthcheck::from_docker);
+    let check = if a.no_healthcheck {
+        if have_flags {
+            bail!("--no-healthcheck conflicts with --health-* options");
+        }
+        Some(Healthcheck {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        })
+    } else if have_flags {
+        Some(match &image {
+            Some(i) => flags.or_from(i),
+            None => flags,
+        })
+    } else {
+        image
+    };
+    if let Some(c) = &check {
+        c.validate()?;
+    }
+    Ok(check)
+}
+
+/// `Config.Healthcheck` of `inspect`, in Docker's shape (times in nanoseconds, zero fields left out).
+fn healthcheck_json(c: &Healthcheck) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("Test".into(), serde_json::json!(c.test));
+    for (k, d) in [
+        ("Interval", c.interval),
+        ("Timeout", c.timeout),
+        ("StartPeriod", c.start_period),
+        ("StartInterval", c.start_interval),
+    ] {
+        if let Some(d) = d.filter(|d| !d.is_zero()) {
+            m.insert(
+                k.into(),
+                serde_json::json!(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            );
+        }
+    }
+    if let Some(r) = c.retries.filter(|r| *r > 0) {
+        m.insert("Retries".into(), serde_json::json!(r));
+    }
+    serde_json::Value::Object(m)
+}
+
+/// `State.Health` of `inspect`, in Docker's shape.
+fn health_json(h: &Health) -> serde_json::Value {
+    serde_json::json!({
+        "Status": h.status.to_string(),
+        "FailingStreak": h.failing_streak,
+        "Log": h.log.iter().map(|r| serde_json::json!({
+            "Start": r.start,
+            "End": r.end,
+            "ExitCode": r.exit_code,
+            "Output": r.output,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// `KEY=value` as is; a bare `KEY` takes its value from this process's environment, or is dropped.
@@ -937,32 +1065,50 @@ fn stream_session(stream: std::os::unix::net::UnixStream, stdin: bool, tty: bool
 }
 
 fn exec(rt: &Runtime, a: &ExecArgs, out: &mut dyn Write) -> Result<i32> {
+    let _ = out;
     let c = rt.lookup(&a.container)?;
-    let req = ExecRequest {
-        args: a.command.clone(),
-        env: a.env.iter().map(|e| env_entry(e)).collect(),
-        user: a.user.clone(),
-        working_dir: a.workdir.clone(),
-        tty: a.io.tty,
-        stdin: a.io.interactive,
-        privileged: a.privileged,
-        detach: a.io.detach,
-    };
-    let client = rt.exec(&c, req)?;
-    if a.io.detach {
+    exec_in(
+        rt,
+        &c,
+        ExecRequest {
+            args: a.command.clone(),
+            env: a.env.iter().map(|e| env_entry(e)).collect(),
+            user: a.user.clone(),
+            working_dir: a.workdir.clone(),
+            tty: a.io.tty,
+            stdin: a.io.interactive,
+            privileged: a.privileged,
+            detach: a.io.detach,
+        },
+    )
+}
+
+/// Runs an exec session in `c`: with `detach`, returns once it started; otherwise streams it
+/// (stdin, tty) and returns its exit code.
+pub fn exec_in(rt: &Runtime, c: &Container, req: ExecRequest) -> Result<i32> {
+    let (detach, stdin, tty) = (req.detach, req.stdin, req.tty);
+    let client = rt.exec(c, req)?;
+    if detach {
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(client.into_stream()), &mut line)?;
         return match serde_json::from_str::<control::Response>(&line) {
             Ok(control::Response::Started { .. }) => Ok(0),
             Ok(control::Response::Error { message }) => bail!("{message}"),
-            _ => {
-                // A start failure comes as an exit frame.
-                let _ = out;
-                bail!("exec failed to start")
-            }
+            // A start failure comes as an exit frame.
+            _ => bail!("exec failed to start"),
         };
     }
-    stream_session(client.into_stream(), a.io.interactive, a.io.tty)
+    stream_session(client.into_stream(), stdin, tty)
+}
+
+/// Starts a created container attached: its output streams here (and stdin with
+/// `interactive`), signals are forwarded, and its exit code is returned.
+pub fn start_attached(rt: &Runtime, c: &Container, interactive: bool, tty: bool) -> Result<i32> {
+    rt.start(c, StartMode::AttachFirst)?;
+    let c = rt.refresh(c)?;
+    proxy_signals(rt, &c);
+    let session = rt.attach(&c, interactive)?.into_stream();
+    stream_session(session, interactive, tty)
 }
 
 /// Docker's human durations: "Less than a second", "5 seconds", "About a minute", "3 hours", …
@@ -997,7 +1143,14 @@ pub fn status_text(c: &Container) -> String {
     let s = &c.state;
     match s.status {
         Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", human_duration(since(s.started_at.as_deref().unwrap_or("")))),
+        Status::Running => {
+            let up = format!("Up {}", human_duration(since(s.started_at.as_deref().unwrap_or(""))));
+            match &s.health {
+                Some(h) if h.status == HealthStatus::Starting => format!("{up} (health: starting)"),
+                Some(h) => format!("{up} ({})", h.status),
+                None => up,
+            }
+        }
         Status::Paused => format!(
             "Up {} (Paused)",
             human_duration(since(s.started_at.as_deref().unwrap_or("")))
@@ -1185,7 +1338,7 @@ fn logs(rt: &Runtime, c: &Container, follow: bool, tail: &str, timestamps: bool)
 fn inspect_json(c: &Container) -> serde_json::Value {
     let spec = &c.config.spec;
     let s = &c.state;
-    serde_json::json!({
+    let mut doc = serde_json::json!({
         "Id": c.id(),
         "Created": c.config.created,
         "Path": spec.process.args.first(),
@@ -1250,7 +1403,19 @@ fn inspect_json(c: &Container) -> serde_json::Value {
                 "MergedDir": c.dir.merged(),
             }
         },
-    })
+    });
+    // Health exists while the process runs (a dead supervisor may have left a stale record).
+    if let Some(h) = s
+        .health
+        .as_ref()
+        .filter(|_| matches!(s.status, Status::Running | Status::Paused))
+    {
+        doc["State"]["Health"] = health_json(h);
+    }
+    if let Some(hc) = &spec.healthcheck {
+        doc["Config"]["Healthcheck"] = healthcheck_json(hc);
+    }
+    doc
 }
 
 /// The processes of a container as a table.
@@ -1358,6 +1523,63 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(65)), "About a minute");
         assert_eq!(human_duration(Duration::from_secs(3 * 3600)), "3 hours");
         assert_eq!(human_duration(Duration::from_secs(3 * 86400)), "3 days");
+    }
+
+    fn health_args(flags: &[&str]) -> HealthArgs {
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            h: HealthArgs,
+        }
+        let mut argv = vec!["x"];
+        argv.extend_from_slice(flags);
+        <P as clap::Parser>::parse_from(argv).h
+    }
+
+    #[test]
+    fn healthchecks_merge_flags_over_the_image_like_docker() {
+        let image = serde_json::json!({
+            "Test": ["CMD", "curl", "-f", "http://localhost/"],
+            "Interval": 10_000_000_000u64,
+            "Retries": 5,
+        });
+        // No flag: the image's check.
+        let c = healthcheck(&health_args(&[]), Some(&image)).unwrap().unwrap();
+        assert_eq!(c.test, ["CMD", "curl", "-f", "http://localhost/"]);
+        assert_eq!((c.interval, c.retries), (Some(Duration::from_secs(10)), Some(5)));
+        assert_eq!(healthcheck(&health_args(&[]), None).unwrap(), None);
+        // Flags replace what they set; the rest comes from the image.
+        let c = healthcheck(&health_args(&["--health-interval", "1m30s"]), Some(&image))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.test, ["CMD", "curl", "-f", "http://localhost/"]);
+        assert_eq!((c.interval, c.retries), (Some(Duration::from_secs(90)), Some(5)));
+        let c = healthcheck(
+            &health_args(&["--health-cmd", "true", "--health-timeout", "500ms"]),
+            Some(&image),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.test, ["CMD-SHELL", "true"]);
+        assert_eq!(c.timeout, Some(Duration::from_millis(500)));
+        assert_eq!(c.interval, Some(Duration::from_secs(10)));
+        // --no-healthcheck: NONE, whatever the image says.
+        let c = healthcheck(&health_args(&["--no-healthcheck"]), Some(&image))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.test, ["NONE"]);
+        assert!(!c.enabled());
+        for (flags, err) in [
+            (&["--no-healthcheck", "--health-retries", "2"][..], "conflicts"),
+            (&["--health-start-period", "-5s"], "cannot be negative"),
+            (&["--health-interval", "10us"], "cannot be less than 1ms"),
+        ] {
+            let e = healthcheck(&health_args(flags), None).unwrap_err().to_string();
+            assert!(e.contains(err), "{flags:?}: {e}");
+        }
+        // An image check of an unknown form is refused at create, as Docker does.
+        let bad = serde_json::json!({"Test": ["SHELL", "x"]});
+        assert!(healthcheck(&health_args(&[]), Some(&bad)).is_err());
     }
 
     #[test]

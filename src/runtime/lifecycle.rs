@@ -303,6 +303,7 @@ impl Runtime {
             let mut s = c.state.clone();
             s.status = Status::Exited;
             s.pid = None;
+            s.health = None;
             s.finished_at.get_or_insert_with(now);
             c.dir.write_state(&s)?;
         }
@@ -464,6 +465,9 @@ fn validate(spec: &ContainerSpec) -> Result<()> {
             "invalid container name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
             spec.name
         )));
+    }
+    if let Some(h) = &spec.healthcheck {
+        h.validate()?;
     }
     if spec.process.args.is_empty() {
         return Err(RuntimeError::Spec("no command specified".into()));

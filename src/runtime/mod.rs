@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod control;
 pub mod error;
+pub mod health;
 pub mod lifecycle;
 pub mod process;
 pub mod rootfs;

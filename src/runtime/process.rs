@@ -418,8 +418,14 @@ pub fn receives(pid: i32, signal: i32) -> bool {
     if signal == libc::SIGKILL || signal == libc::SIGSTOP {
         return true;
     }
+    // A process waiting in sigwait/sigtimedwait (tini, berth's own init) has its waited signals
+    // unblocked in SigBlk for the wait, yet receives them: the kernel checks the mask it saved.
+    let waiting = std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<i64>().ok())
+        .is_some_and(|nr| nr == libc::SYS_rt_sigtimedwait);
     match std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        Ok(status) => catches(&status, signal),
+        Ok(status) => waiting || catches(&status, signal),
         Err(_) => true,
     }
 }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::health::Healthcheck;
+
 /// Everything the runtime needs to create and run one container.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ContainerSpec {
@@ -53,6 +55,9 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     /// Remove the container when its process exits and no restart applies.
     pub auto_remove: bool,
+    /// Docker's healthcheck, run by the supervisor; `None` (or a `NONE` test) for none.
+    #[serde(default)]
+    pub healthcheck: Option<Healthcheck>,
 }
 
 impl ContainerSpec {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::fsutil::{Lock, LockMode};
 
 use super::error::{Result, RuntimeError};
+use super::health::Health;
 use super::spec::ContainerSpec;
 
 /// The immutable record written at create time.
@@ -80,6 +81,10 @@ pub struct RunState {
     pub error: Option<String>,
     /// Stopped or killed by a command (no restart).
     pub stopped_by_user: bool,
+    /// The healthcheck's status and last results while the process runs; `None` without a check
+    /// or when not running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
 }
 
 /// The paths of one container's state directory.

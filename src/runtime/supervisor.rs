@@ -1,7 +1,11 @@
 //! The per-container supervisor: a small detached process (`berth` re-executed) that outlives the CLI. It
 //! starts the container's first process, holds its stdio, writes the log, records exits in `state.json`,
 //! applies the restart policy with back-off, and serves the control socket (stop, kill, wait, pause,
-//! attach, exec). One thread, one `poll` loop; it exits when the container stops for good.
+//! attach, exec) and runs the healthcheck's probes. One thread, one `poll` loop; it exits when the
+//! container stops for good.
+//!
+//! Being one thread makes it the only writer of `state.json`: exits, restarts, pauses and health
+//! results all change the one `RunState` it holds and write it whole, so no update can be lost.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -19,6 +23,7 @@ use nix::unistd::Pid;
 use super::cgroup::Cgroup;
 use super::control::{self, ExecRequest, Request, Response, frame};
 use super::error::{Result, RuntimeError};
+use super::health::{self, Health, HealthResult, Healthcheck};
 use super::process;
 use super::rootfs::RootfsPlan;
 use super::seccomp::Filter;
@@ -177,6 +182,65 @@ struct ExecSession {
     finished: bool,
 }
 
+/// The healthcheck of the running process: when the next probe is due, and the probe in flight.
+/// Its timers are deadlines of the supervisor's `poll` loop; no thread of its own.
+struct HealthMonitor {
+    check: Healthcheck,
+    /// What a probe runs.
+    argv: Vec<String>,
+    /// When the next probe starts; `None` while one runs or the process is not running.
+    due: Option<Instant>,
+    probe: Option<Probe>,
+}
+
+/// A probe in flight: an exec'd process whose stdout and stderr share one pipe.
+struct Probe {
+    pid: Pid,
+    /// The read end of its output pipe, until EOF.
+    out: Option<OwnedFd>,
+    /// The first `health::MAX_OUTPUT` bytes of its output.
+    kept: Vec<u8>,
+    /// It wrote more than was kept.
+    truncated: bool,
+    /// When it started, RFC 3339, and as an instant.
+    start: String,
+    started: Instant,
+    /// When it is killed and counted as failed.
+    deadline: Instant,
+}
+
+impl Probe {
+    /// Reads what its output pipe holds, keeping the first bytes; drops the pipe at EOF. Reads at most
+    /// 64 KiB per call, so a probe that writes without end cannot hold the loop.
+    fn read_output(&mut self) {
+        let Some(fd) = &self.out else { return };
+        let mut buf = [0u8; 4096];
+        for _ in 0..16 {
+            match nix::unistd::read(fd.as_fd(), &mut buf) {
+                Ok(n) if n > 0 => {
+                    let room = health::MAX_OUTPUT - self.kept.len();
+                    self.kept.extend_from_slice(&buf[..n.min(room)]);
+                    self.truncated |= n > room;
+                }
+                Err(nix::Error::EINTR) => {}
+                Err(nix::Error::EAGAIN) => return,
+                // EOF, or a pipe that cannot be read.
+                _ => {
+                    self.out = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Kills it and whatever it started: a probe leads its own session and process group. The
+    /// zombie is reaped by `reap`, which no longer knows it.
+    fn kill(&self) {
+        let _ = nix::sys::signal::killpg(self.pid, Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+    }
+}
+
 struct Supervisor {
     dir: ContainerDir,
     cfg: ContainerConfig,
@@ -197,6 +261,7 @@ struct Supervisor {
     backoff: Duration,
     ready: Option<OwnedFd>,
     attach_deadline: Option<Instant>,
+    health: Option<HealthMonitor>,
     done: bool,
 }
 
@@ -236,6 +301,18 @@ impl Supervisor {
         state.supervisor_pid = Some(std::process::id() as i32);
         state.error = None;
         state.stopped_by_user = false;
+        state.health = None;
+        // A test Docker would not run (unknown form, `NONE`) means no healthcheck, as in Docker;
+        // `create` rejects the unknown forms.
+        let health = cfg.spec.healthcheck.as_ref().and_then(|check| {
+            let argv = check.probe_args().ok().flatten()?;
+            Some(HealthMonitor {
+                check: check.clone(),
+                argv,
+                due: None,
+                probe: None,
+            })
+        });
         let mut sup = Supervisor {
             dir,
             cfg,
@@ -256,6 +333,7 @@ impl Supervisor {
             backoff: Duration::from_millis(100),
             ready,
             attach_deadline: None,
+            health,
             done: false,
         };
         if let Err(e) = sup.prepare() {
@@ -283,6 +361,7 @@ impl Supervisor {
         if error.is_some() {
             self.state.error = error;
         }
+        self.stop_health();
         let _ = self.dir.write_state(&self.state);
     }
 
@@ -467,6 +546,7 @@ impl Supervisor {
         self.state.exit_code = None;
         self.state.finished_at = None;
         self.state.oom_killed = false;
+        self.start_health();
         let _ = self.dir.write_state(&self.state);
         let pid = spawned.pid.as_raw().to_le_bytes();
         self.broadcast_attached(frame::STARTED, &pid);
@@ -505,6 +585,10 @@ impl Supervisor {
                     tokens.push(Token::ExecOut(i, j));
                 }
             }
+            if let Some(fd) = self.probe().and_then(|p| p.out.as_ref()) {
+                fds.push(PollFd::new(borrow(fd.as_raw_fd()), PollFlags::POLLIN));
+                tokens.push(Token::ProbeOut);
+            }
             let n = match poll(&mut fds, timeout) {
                 Ok(n) => n,
                 Err(nix::Error::EINTR) => continue,
@@ -530,6 +614,11 @@ impl Supervisor {
                     Token::MainOut(i) => self.on_main_output(i),
                     Token::Conn(i) => self.on_conn_readable(i),
                     Token::ExecOut(i, j) => self.on_exec_output(i, j),
+                    Token::ProbeOut => {
+                        if let Some(p) = self.health.as_mut().and_then(|h| h.probe.as_mut()) {
+                            p.read_output();
+                        }
+                    }
                 }
             }
             if let Some(m) = &mut self.main {
@@ -545,10 +634,18 @@ impl Supervisor {
 
     fn next_timeout(&self) -> PollTimeout {
         let now = Instant::now();
-        let next = [self.stop_deadline, self.restart_at, self.attach_deadline]
-            .into_iter()
-            .flatten()
-            .min();
+        let health_due = self.health.as_ref().and_then(|h| h.due);
+        let probe_deadline = self.probe().map(|p| p.deadline);
+        let next = [
+            self.stop_deadline,
+            self.restart_at,
+            self.attach_deadline,
+            health_due,
+            probe_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         match next {
             None => PollTimeout::NONE,
             Some(t) => {
@@ -575,6 +672,7 @@ impl Supervisor {
         if self.attach_deadline.is_some_and(|d| d <= now) {
             self.start_main();
         }
+        self.on_health_timers(now);
     }
 
     fn on_signal(&mut self) {
@@ -601,6 +699,8 @@ impl Supervisor {
             };
             if self.main.as_ref().is_some_and(|m| m.pid == pid) {
                 self.on_main_exit(code);
+            } else if self.probe().is_some_and(|p| p.pid == pid) {
+                self.on_probe_exit(code);
             } else if let Some(i) = self.execs.iter().position(|e| e.pid == pid) {
                 self.execs[i].exit = Some(code);
                 self.drain_exec(i);
@@ -627,6 +727,7 @@ impl Supervisor {
         self.state.finished_at = Some(now());
         self.state.pid = None;
         self.state.oom_killed = self.cgroup.as_ref().and_then(|c| c.oom_killed().ok()).unwrap_or(false);
+        self.stop_health();
         if self.should_restart(code) {
             if ran > Duration::from_secs(10) {
                 self.backoff = Duration::from_millis(100);
@@ -640,6 +741,148 @@ impl Supervisor {
         self.state.status = Status::Exited;
         let _ = self.dir.write_state(&self.state);
         self.finish(code, "");
+    }
+
+    fn probe(&self) -> Option<&Probe> {
+        self.health.as_ref().and_then(|h| h.probe.as_ref())
+    }
+
+    /// The process (re)started: health is `starting` again, with an empty log, and the first probe
+    /// is due after the start interval (within the start period) or the interval.
+    fn start_health(&mut self) {
+        self.state.health = None;
+        if let Some(h) = &mut self.health {
+            if let Some(p) = h.probe.take() {
+                p.kill();
+            }
+            let starting = Health::starting();
+            h.due = Some(Instant::now() + h.check.next_delay(starting.status, Duration::ZERO));
+            self.state.health = Some(starting);
+        }
+    }
+
+    /// The process is gone: no probe runs and there is no health until it starts again.
+    fn stop_health(&mut self) {
+        if let Some(h) = &mut self.health {
+            h.due = None;
+            if let Some(p) = h.probe.take() {
+                p.kill();
+            }
+        }
+        self.state.health = None;
+    }
+
+    /// A probe that outlived its timeout is killed and fails; a due probe starts.
+    fn on_health_timers(&mut self, now: Instant) {
+        let Some(h) = &mut self.health else { return };
+        if h.probe.as_ref().is_some_and(|p| p.deadline <= now)
+            && let Some(p) = h.probe.take()
+        {
+            p.kill();
+            let output = health::timeout_output(h.check.timeout());
+            self.record_health(p.started, p.start, -1, output);
+        }
+        let Some(h) = &mut self.health else { return };
+        if h.due.is_some_and(|d| d <= now) {
+            h.due = None;
+            self.start_probe();
+        }
+    }
+
+    /// Starts a probe in the container, as an `exec` without a terminal. A probe that cannot start
+    /// fails at once with the reason as its output (exit code -1, as Docker).
+    fn start_probe(&mut self) {
+        let (Some(m), Some(h)) = (&self.main, &self.health) else {
+            return;
+        };
+        // A frozen container would freeze the probe's helper while this loop waits for it, and a
+        // stopping one is about to go: try again an interval later.
+        if self.state.status != Status::Running || self.stop_deadline.is_some() {
+            let delay = h.check.interval();
+            if let Some(h) = &mut self.health {
+                h.due = Some(Instant::now() + delay);
+            }
+            return;
+        }
+        let (start, started) = (now(), Instant::now());
+        let deadline = started + h.check.timeout();
+        match self.spawn_probe(m.pid, &h.argv) {
+            Ok((pid, out)) => {
+                if let Some(h) = &mut self.health {
+                    h.probe = Some(Probe {
+                        pid,
+                        out: Some(out),
+                        kept: Vec::new(),
+                        truncated: false,
+                        start,
+                        started,
+                        deadline,
+                    });
+                }
+            }
+            Err(e) => self.record_health(started, start, -1, e.to_string()),
+        }
+    }
+
+    /// Clones `argv` into the container's namespaces and cgroup with its environment, user and working
+    /// directory, stdin from /dev/null and stdout and stderr into one pipe; returns it and the pipe.
+    fn spawn_probe(&self, main: Pid, argv: &[String]) -> Result<(Pid, OwnedFd)> {
+        let ns = ContainerNamespaces::open(main)?;
+        let mut plan = self.process_plan();
+        plan.args = argv.to_vec();
+        plan.tty = false;
+        let (out_r, out_w) = spawn::pipe()?;
+        let err_w = out_w
+            .try_clone()
+            .map_err(RuntimeError::io("duplicate", "the probe's output pipe"))?;
+        let stdio = ChildStdio::Fds {
+            stdin: open_null()?,
+            stdout: out_w,
+            stderr: err_w,
+        };
+        let spawned = spawn::spawn_exec(&ns, self.cgroup.as_ref(), &plan, stdio)?;
+        set_nonblocking(out_r.as_fd());
+        if let Err(f) = spawn::read_setup_result(spawned.errors) {
+            // The failed child is reaped by `reap`, which does not know it.
+            return Err(RuntimeError::Start {
+                code: f.code,
+                message: f.message,
+            });
+        }
+        Ok((spawned.pid, out_r))
+    }
+
+    /// The probe exited with `code`: what it wrote and its code are its result.
+    fn on_probe_exit(&mut self, code: i32) {
+        let Some(mut p) = self.health.as_mut().and_then(|h| h.probe.take()) else {
+            return;
+        };
+        // Output still in the pipe was written before the exit; a child it left behind may hold the
+        // pipe open, so do not wait for EOF.
+        p.read_output();
+        let output = health::output_text(&p.kept, p.truncated);
+        self.record_health(p.started, p.start, code, output);
+    }
+
+    /// Applies a probe's result to the health record, writes the state and schedules the next probe.
+    fn record_health(&mut self, started: Instant, start: String, code: i32, output: String) {
+        let (Some(m), Some(h)) = (&self.main, &mut self.health) else {
+            return;
+        };
+        let in_start_period = h.check.in_start_period(started.saturating_duration_since(m.started));
+        let record = self.state.health.get_or_insert_with(Health::starting);
+        record.record(
+            HealthResult {
+                start,
+                end: now(),
+                exit_code: code,
+                output,
+            },
+            in_start_period,
+            h.check.retries(),
+        );
+        h.due = Some(Instant::now() + h.check.next_delay(record.status, m.started.elapsed()));
+        let _ = self.dir.write_state(&self.state);
     }
 
     fn should_restart(&self, code: i32) -> bool {
@@ -1085,6 +1328,7 @@ enum Token {
     MainOut(usize),
     Conn(usize),
     ExecOut(usize, usize),
+    ProbeOut,
 }
 
 /// What `make_stdio` prepares: the child's side, our output pipes, our stdin writer, and for a terminal

@@ -27,7 +27,12 @@ pub fn busybox_rootfs() -> PathBuf {
         busybox.exists(),
         "/bin/busybox is missing: install Debian's busybox-static (apt-get install busybox-static)"
     );
-    let tmp = std::env::temp_dir().join(format!("berth-test-busybox-rootfs-{}", std::process::id()));
+    // A name per thread: tests of one binary may build it at the same time.
+    let tmp = std::env::temp_dir().join(format!(
+        "berth-test-busybox-rootfs-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let _ = std::fs::remove_dir_all(&tmp);
     for d in [
         "bin", "etc", "tmp", "proc", "sys", "dev", "root", "var", "usr/bin", "usr/sbin", "sbin",
