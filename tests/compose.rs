@@ -13,6 +13,8 @@ use common::berth::{Berth, text};
 struct Project {
     b: Berth,
     dir: PathBuf,
+    /// The compose file (`dir/compose.yaml` unless a test points elsewhere).
+    file: PathBuf,
     name: String,
 }
 
@@ -25,6 +27,7 @@ impl Project {
         std::fs::create_dir_all(&dir).unwrap();
         let p = Project {
             b,
+            file: dir.join("compose.yaml"),
             dir,
             name: format!("t{name}"),
         };
@@ -52,8 +55,7 @@ impl Project {
 
     /// Runs `berth -f FILE -p NAME ARGS`.
     fn berth(&self, args: &[&str]) -> Output {
-        let file = self.dir.join("compose.yaml");
-        let mut all = vec!["-f", file.to_str().unwrap(), "-p", &self.name];
+        let mut all = vec!["-f", self.file.to_str().unwrap(), "-p", &self.name];
         all.extend_from_slice(args);
         self.b.berth(&all)
     }
@@ -479,4 +481,61 @@ services:
     let ls = p.ok(&["ls", "--format", "json"]);
     assert!(ls.contains(&format!("\"Name\":\"{}\"", p.name)), "{ls}");
     assert!(ls.contains("running(1)"), "{ls}");
+}
+
+#[test]
+fn the_quickstart_example_comes_up_healthy_and_serves() {
+    let port = free_port();
+    let mut p = Project::new("quickstart", "services: {}\n");
+    p.file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/compose.yaml");
+    p.b.env.push(("WEB_PORT".into(), port.to_string()));
+    p.b.ok(&["image", "tag", "busybox:test", "localhost/busybox:latest"]);
+    p.ok(&["up", "-d"]);
+    // web waits for api to be healthy, so everything is up once `up` returns.
+    let ps = p.ps();
+    assert_eq!(ps.len(), 4, "{ps:?}");
+    let api = p.container("api-1");
+    assert_eq!(api["Health"], "healthy", "{api}");
+    assert!(api["Status"].as_str().unwrap().ends_with("(healthy)"), "{api}");
+    assert!(http_get(port).contains("berth quickstart"));
+    p.ok(&["down", "-v"]);
+    assert!(p.ps().is_empty());
+}
+
+#[test]
+fn an_unhealthy_dependency_fails_its_dependants() {
+    let p = Project::new(
+        "unhealthy",
+        r#"
+services:
+  db:
+    image: IMAGE
+    command: sleep 1000
+    healthcheck: {test: ["CMD", "false"], interval: 100ms, retries: 2}
+  app:
+    image: IMAGE
+    command: sleep 1000
+    depends_on: {db: {condition: service_healthy}}
+  nocheck:
+    image: IMAGE
+    command: sleep 1000
+  needs_check:
+    image: IMAGE
+    command: sleep 1000
+    depends_on: {nocheck: {condition: service_healthy}}
+"#,
+    );
+    let up = p.berth(&["up", "-d"]);
+    assert!(!up.status.success());
+    let err = text(&up.stderr);
+    assert!(
+        err.contains(&format!("container {}-db-1 is unhealthy", p.name)),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("container {}-nocheck-1 has no healthcheck configured", p.name)),
+        "{err}"
+    );
+    assert_eq!(p.container("app-1")["State"], "created");
+    assert_eq!(p.container("db-1")["Health"], "unhealthy");
 }

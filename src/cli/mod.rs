@@ -73,6 +73,10 @@ pub enum Command {
     Ps(project::PsArgs),
     /// Show the project's logs.
     Logs(project::LogsArgs),
+    /// Run a command in a running service container.
+    Exec(project::ExecArgs),
+    /// Run a one-off command in a new container of a service.
+    Run(project::RunArgs),
     /// Stop services (dependants first).
     Stop(project::ServiceArgs),
     /// Start existing containers of services (dependencies first).
@@ -254,6 +258,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32> {
         Command::Down(args) => project::down(cli, args),
         Command::Ps(args) => project::ps(cli, args, out),
         Command::Logs(args) => project::logs(cli, args, out),
+        Command::Exec(a) => project::exec(cli, a),
+        Command::Run(a) => project::run(cli, a, out),
         Command::Stop(a) => project::lifecycle(cli, project::Verb::Stop, a),
         Command::Start(a) => project::lifecycle(cli, project::Verb::Start, a),
         Command::Restart(a) => project::lifecycle(cli, project::Verb::Restart, a),

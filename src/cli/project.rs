@@ -944,3 +944,247 @@ pub fn ls(cli: &Cli, all: bool, quiet: bool, json: bool, out: &mut dyn Write) ->
 pub fn is_service(cli: &Cli, name: &str) -> bool {
     load(cli, &[]).is_ok_and(|p| p.services.contains_key(name))
 }
+
+/// `berth exec` flags.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Run in the background.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Environment variables (`KEY=value`).
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// User.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// No pseudo-terminal (default: one when stdin is a terminal).
+    #[arg(short = 'T', long = "no-tty")]
+    pub no_tty: bool,
+    /// Which replica.
+    #[arg(long, default_value_t = 1)]
+    pub index: u32,
+    /// All capabilities, no seccomp.
+    #[arg(long)]
+    pub privileged: bool,
+    /// The service.
+    pub service: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// `berth exec SERVICE CMD…` in replica `--index` of the service.
+pub fn exec(cli: &Cli, args: &ExecArgs) -> Result<i32> {
+    require_root()?;
+    let name = project_name(cli)?;
+    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let list = service_containers(&engine, &name, std::slice::from_ref(&args.service))?;
+    let index = args.index.to_string();
+    let c = list
+        .iter()
+        .find(|c| c.config.spec.labels.get(labels::NUMBER) == Some(&index))
+        .ok_or_else(|| anyhow!("service {} has no container with index {}", args.service, args.index))?;
+    if !c.is_running() {
+        bail!("container {} is not running", c.name());
+    }
+    let tty = !args.no_tty && !args.detach && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
+    let req = crate::runtime::control::ExecRequest {
+        args: args.command.clone(),
+        env: args.env.clone(),
+        user: args.user.clone(),
+        working_dir: args.workdir.clone(),
+        tty,
+        stdin: !args.detach,
+        privileged: args.privileged,
+        detach: args.detach,
+    };
+    super::container::exec_in(&engine.runtime, c, req)
+}
+
+/// `berth run` flags.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run in the background; print the container name.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Container name (default `<project>-<service>-run-<id>`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Environment variables (`KEY=value`).
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Override the entrypoint.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Publish a port: `[IP:][HOST:]PORT[/PROTO]`.
+    #[arg(short, long)]
+    pub publish: Vec<String>,
+    /// Publish the service's own ports.
+    #[arg(short = 'P', long)]
+    pub service_ports: bool,
+    /// Bind mounts and volumes: `/host:/ctr[:ro]` or `name:/ctr[:ro]`.
+    #[arg(short, long = "volume")]
+    pub volume: Vec<String>,
+    /// Working directory.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// User.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Don't start the services it depends on.
+    #[arg(long)]
+    pub no_deps: bool,
+    /// No pseudo-terminal (default: one when stdin is a terminal).
+    #[arg(short = 'T', long = "no-TTY")]
+    pub no_tty: bool,
+    /// Give it the service's network aliases.
+    #[arg(long)]
+    pub use_aliases: bool,
+    /// The service.
+    pub service: String,
+    /// Command and arguments (default: the service's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `berth run SERVICE [CMD…]`: a one-off container of the service, after its dependencies are up.
+pub fn run(cli: &Cli, args: &RunArgs, out: &mut dyn Write) -> Result<i32> {
+    use crate::reconcile::translate::{self, Context};
+    require_root()?;
+    let project = load(cli, std::slice::from_ref(&args.service))?;
+    let svc = project
+        .services
+        .get(&args.service)
+        .ok_or_else(|| anyhow!("no such service: {}", args.service))?;
+    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let deps: Vec<String> = svc.dependencies().iter().map(|s| s.to_string()).collect();
+    {
+        let _lock = engine.lock(&project.name, &|m| eprintln!("{m}"))?;
+        // The project's networks and volumes, and unless --no-deps the dependencies, are brought up.
+        let mut desired = reconcile::desired(&project)?;
+        desired.services.retain(|s| !args.no_deps && deps.contains(&s.name));
+        let observed = observed::observe(&cli.root, &project.name)?;
+        let plan = plan::plan(&desired, &observed, &plan::Options::default());
+        execute::execute(&engine, &project, &desired, &plan, &ExecOptions::default(), &say)?;
+    }
+    let store = crate::image::store::Store::open(&cli.root)?;
+    let image = execute::resolve_image(&store, &project, &args.service, None, &say)?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}-run-{}", project.name, args.service, crate::fsutil::random_hex(6)));
+    let ctx = Context {
+        project: &project,
+        root: &cli.root,
+    };
+    let mut t = translate::translate(ctx, &args.service, 1, &name, "", &image)?;
+    let spec = &mut t.spec;
+    spec.labels.insert(labels::ONEOFF.into(), "True".into());
+    spec.labels.remove(labels::NUMBER);
+    spec.labels.remove(labels::CONFIG_HASH);
+    spec.restart = crate::runtime::RestartPolicy::No;
+    spec.auto_remove = args.rm && args.detach;
+    if args.entrypoint.is_some() || !args.command.is_empty() {
+        let doc = &project.canonical["services"][&args.service];
+        let strings = |v: &serde_json::Value| -> Option<Vec<String>> {
+            v.as_array()
+                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        };
+        let entrypoint = match &args.entrypoint {
+            Some(e) => Some(crate::compose::units::shell_split(e).map_err(|e| anyhow!("invalid --entrypoint: {e}"))?),
+            None => strings(&doc["entrypoint"]),
+        };
+        let command = if args.command.is_empty() {
+            strings(&doc["command"])
+        } else {
+            Some(args.command.clone())
+        };
+        let defaults = &image.defaults;
+        spec.process.args = crate::runtime::process::combine_command(
+            defaults.entrypoint.as_deref().unwrap_or_default(),
+            defaults.cmd.as_deref().unwrap_or_default(),
+            entrypoint.as_deref(),
+            command.as_deref(),
+        );
+    }
+    for e in &args.env {
+        let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+        spec.process
+            .env
+            .retain(|x| x.split_once('=').map_or(x.as_str(), |(k, _)| k) != key);
+        spec.process.env.push(e.clone());
+    }
+    if let Some(u) = &args.user {
+        spec.process.user = u.clone();
+    }
+    if let Some(w) = &args.workdir {
+        spec.process.working_dir = Some(w.clone());
+    }
+    for v in &args.volume {
+        let parts: Vec<&str> = v.split(':').collect();
+        let (source, target, ro) = match parts.as_slice() {
+            [s, t] => (*s, *t, false),
+            [s, t, "ro"] => (*s, *t, true),
+            [s, t, "rw"] => (*s, *t, false),
+            _ => bail!("invalid volume {v:?}: want SOURCE:TARGET[:ro]"),
+        };
+        let kind = if source.starts_with('/') || source.starts_with('.') {
+            let source = std::fs::canonicalize(source).with_context(|| format!("bind source path {source}"))?;
+            crate::runtime::MountKind::Bind {
+                source,
+                propagation: None,
+            }
+        } else {
+            let full = format!("{}_{source}", project.name);
+            execute::create_volume(&cli.root, &full, &project.name)?;
+            crate::runtime::MountKind::Volume {
+                source: translate::volume_dir(&cli.root, &full),
+            }
+        };
+        spec.mounts.retain(|m| m.target != target);
+        spec.mounts.push(crate::runtime::MountSpec {
+            kind,
+            target: target.to_string(),
+            read_only: ro,
+        });
+    }
+    let tty = !args.no_tty && !args.detach && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
+    spec.process.tty = tty;
+    spec.process.stdin = !args.detach;
+    if let Some(e) = &mut t.endpoint {
+        // Like Compose: the service's ports only with --service-ports, its aliases only with --use-aliases.
+        if !args.service_ports {
+            e.ports.clear();
+        }
+        for p in &args.publish {
+            e.ports.extend(super::network::parse_publish(p)?);
+        }
+        if !args.use_aliases {
+            e.names.retain(|n| *n != args.service);
+            for a in &mut e.networks {
+                a.aliases.clear();
+            }
+        }
+    }
+    let c = execute::create_translated(&engine, &project, &args.service, &image, t)?;
+    let endpoint = c.config.spec.labels.get(ENDPOINT_LABEL).cloned();
+    if args.detach {
+        engine.runtime.start(&c, crate::runtime::StartMode::Detached)?;
+        writeln!(out, "{}", c.name())?;
+        return Ok(0);
+    }
+    let code = super::container::start_attached(&engine.runtime, &c, true, tty);
+    if args.rm {
+        let _ = engine.runtime.delete(&engine.runtime.refresh(&c)?, true);
+        if let Some(k) = endpoint {
+            let _ = engine.networks.disconnect(&k);
+        }
+    }
+    code
+}

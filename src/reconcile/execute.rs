@@ -242,61 +242,72 @@ fn resolve_images(
     }
     let store = Store::open(engine.root())?;
     for service in wanted {
-        let doc = &project.canonical["services"][service];
-        let name = doc["image"]
-            .as_str()
-            .map_or_else(|| format!("{}-{service}", project.name), str::to_string);
-        let policy = opts
-            .pull
-            .clone()
-            .or_else(|| doc["pull_policy"].as_str().map(str::to_string))
-            .unwrap_or_else(|| "missing".into());
-        let found = match store.lookup(&name) {
-            Ok(r) => Some(r),
-            Err(ImageError::NotFound(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
-        let record = match (found, policy.as_str()) {
-            (Some(r), p) if p != "always" => r,
-            (None, "never") => {
-                return Err(ReconcileError::Invalid {
-                    key: format!("services.{service}.image"),
-                    message: format!("no such image: {name} (and the pull policy is never)"),
-                });
-            }
-            (None, _) if doc["image"].is_null() => {
-                return Err(ReconcileError::Invalid {
-                    key: format!("services.{service}.build"),
-                    message: format!("image {name} must be built, and berth cannot build images yet"),
-                });
-            }
-            _ => {
-                report.line(&format!("{service} Pulling {name}"));
-                let reference = Reference::parse(&name)?;
-                let credentials = DockerConfig::default_location().credentials(&reference.registry)?;
-                let pulled = pull::pull(
-                    &store,
-                    &reference,
-                    credentials,
-                    &PullOptions::default(),
-                    &crate::image::Quiet,
-                )?;
-                report.line(&format!("{service} Pulled"));
-                store.lookup(pulled.id.as_str())?
-            }
-        };
-        let config = store.config(&record)?;
         images.insert(
             service.to_string(),
-            ImageInfo {
-                name,
-                id: record.id.to_string(),
-                layers: store.layer_dirs(&record)?,
-                defaults: config.config.unwrap_or_default(),
-            },
+            resolve_image(&store, project, service, opts.pull.as_deref(), report)?,
         );
     }
     Ok(images)
+}
+
+/// The image of one service, pulled first when missing (or always, by the policy: `--pull`,
+/// else the service's `pull_policy`, else `missing`).
+pub fn resolve_image(
+    store: &Store,
+    project: &Project,
+    service: &str,
+    pull: Option<&str>,
+    report: &dyn Report,
+) -> Result<ImageInfo, ReconcileError> {
+    let doc = &project.canonical["services"][service];
+    let name = doc["image"]
+        .as_str()
+        .map_or_else(|| format!("{}-{service}", project.name), str::to_string);
+    let policy = pull
+        .map(str::to_string)
+        .or_else(|| doc["pull_policy"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "missing".into());
+    let found = match store.lookup(&name) {
+        Ok(r) => Some(r),
+        Err(ImageError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let record = match (found, policy.as_str()) {
+        (Some(r), p) if p != "always" => r,
+        (None, "never") => {
+            return Err(ReconcileError::Invalid {
+                key: format!("services.{service}.image"),
+                message: format!("no such image: {name} (and the pull policy is never)"),
+            });
+        }
+        (None, _) if doc["image"].is_null() => {
+            return Err(ReconcileError::Invalid {
+                key: format!("services.{service}.build"),
+                message: format!("image {name} must be built, and berth cannot build images yet"),
+            });
+        }
+        _ => {
+            report.line(&format!("{service} Pulling {name}"));
+            let reference = Reference::parse(&name)?;
+            let credentials = DockerConfig::default_location().credentials(&reference.registry)?;
+            let pulled = pull::pull(
+                store,
+                &reference,
+                credentials,
+                &PullOptions::default(),
+                &crate::image::Quiet,
+            )?;
+            report.line(&format!("{service} Pulled"));
+            store.lookup(pulled.id.as_str())?
+        }
+    };
+    let config = store.config(&record)?;
+    Ok(ImageInfo {
+        name,
+        id: record.id.to_string(),
+        layers: store.layer_dirs(&record)?,
+        defaults: config.config.unwrap_or_default(),
+    })
 }
 
 /// What every operation needs.
@@ -412,118 +423,132 @@ impl Runner<'_> {
             project: self.project,
             root: self.engine.root(),
         };
-        let mut t = translate::translate(ctx, service, number, name, &hash, image)?;
-        for (volume, target) in &t.volumes {
-            create_volume(self.engine.root(), volume, &self.project.name)?;
-            // As Docker: an empty volume takes the image's content at its mount point.
-            let dir = translate::volume_dir(self.engine.root(), volume);
-            let empty = std::fs::read_dir(&dir)
-                .map_err(ReconcileError::io("read", &dir))?
-                .next()
-                .is_none();
-            if empty && !t.no_copy.contains(target) {
-                prefill_volume(&image.layers, target, &dir)?;
-            }
-        }
-        for p in &t.host_paths {
-            if !p.exists() {
-                std::fs::create_dir_all(p).map_err(ReconcileError::io("create", p))?;
-            }
-        }
-        let rt = &self.engine.runtime;
-        self.volumes_from(service, &mut t.spec)?;
-        match &t.net {
-            NetMode::Endpoint | NetMode::Host | NetMode::None => {}
-            NetMode::Service(s) => {
-                let first = self
-                    .engine
-                    .containers(&self.project.name)?
-                    .into_iter()
-                    .filter(|c| c.config.spec.labels.get(labels::SERVICE).map(String::as_str) == Some(s.as_str()))
-                    .min_by_key(|c| c.config.spec.labels.get(labels::NUMBER).cloned())
-                    .ok_or_else(|| {
-                        ReconcileError::Dependency(format!("service {s} has no container to share its network"))
-                    })?;
-                t.spec.network = shared_netns(&first)?;
-            }
-            NetMode::Container(c) => t.spec.network = shared_netns(&rt.lookup(c)?)?,
-        }
-        let Some(endpoint) = &t.endpoint else {
-            return Ok(rt.create(t.spec)?);
-        };
-        let nets = &self.engine.networks;
-        // An endpoint left by a killed `up` is replaced.
-        nets.disconnect(&endpoint.key)?;
-        let record = nets.connect(endpoint)?;
-        t.spec.network = NetworkSpec::Path(nets.layout().endpoint(&endpoint.key));
-        t.spec.resolv_conf = Some(nets.resolv_conf(&endpoint.networks[0].network)?);
-        let created = rt.create(t.spec).map_err(ReconcileError::from).and_then(|c| {
-            // Like Docker, the container's own address maps to its host name.
-            let host = c
-                .config
-                .spec
-                .hostname
-                .clone()
-                .unwrap_or_else(|| c.id()[..12].to_string());
-            let own: Vec<(String, String)> = record
-                .attachments
-                .iter()
-                .take(1)
-                .map(|a| (host.clone(), a.address.to_string()))
-                .collect();
-            if let Err(e) = rt.add_hosts(&c, &own) {
-                let _ = rt.delete(&c, true);
-                return Err(e.into());
-            }
-            Ok(c)
-        });
-        if created.is_err() {
-            let _ = nets.disconnect(&endpoint.key);
-        }
-        created
+        let t = translate::translate(ctx, service, number, name, &hash, image)?;
+        create_translated(self.engine, self.project, service, image, t)
     }
 }
 
-impl Runner<'_> {
-    /// Adds the mounts of `volumes_from` sources (a service's first container, or a named one),
-    /// read-only when asked; a target the service mounts itself is left alone.
-    fn volumes_from(&self, service: &str, spec: &mut crate::runtime::ContainerSpec) -> Result<(), ReconcileError> {
-        let Some(svc) = self.project.services.get(service) else {
-            return Ok(());
-        };
-        for entry in &svc.volumes_from {
-            let (source, mode) = match entry.strip_prefix("container:") {
-                Some(rest) => {
-                    let (name, mode) = rest.split_once(':').unwrap_or((rest, "rw"));
-                    (self.engine.runtime.lookup(name)?, mode)
-                }
-                None => {
-                    let (s, mode) = entry.split_once(':').unwrap_or((entry, "rw"));
-                    let first = self
-                        .engine
-                        .containers(&self.project.name)?
-                        .into_iter()
-                        .filter(|c| c.config.spec.labels.get(labels::SERVICE).map(String::as_str) == Some(s))
-                        .min_by_key(|c| c.config.spec.labels.get(labels::NUMBER).cloned())
-                        .ok_or_else(|| {
-                            ReconcileError::Dependency(format!("service {s} has no container to share volumes"))
-                        })?;
-                    (first, mode)
-                }
-            };
-            for m in &source.config.spec.mounts {
-                if matches!(m.kind, crate::runtime::MountKind::Tmpfs { .. })
-                    || spec.mounts.iter().any(|x| x.target == m.target)
-                {
-                    continue;
-                }
-                let mut m = m.clone();
-                m.read_only |= mode == "ro";
-                spec.mounts.push(m);
-            }
+/// Creates a translated container: its volumes (filled from the image when empty), host paths,
+/// `volumes_from` mounts, shared network namespace or endpoint, then the container itself. A
+/// failure leaves no endpoint behind.
+pub fn create_translated(
+    engine: &Engine,
+    project: &Project,
+    service: &str,
+    image: &ImageInfo,
+    mut t: translate::Translated,
+) -> Result<Container, ReconcileError> {
+    for (volume, target) in &t.volumes {
+        create_volume(engine.root(), volume, &project.name)?;
+        // As Docker: an empty volume takes the image's content at its mount point.
+        let dir = translate::volume_dir(engine.root(), volume);
+        let empty = std::fs::read_dir(&dir)
+            .map_err(ReconcileError::io("read", &dir))?
+            .next()
+            .is_none();
+        if empty && !t.no_copy.contains(target) {
+            prefill_volume(&image.layers, target, &dir)?;
         }
-        Ok(())
     }
+    for p in &t.host_paths {
+        if !p.exists() {
+            std::fs::create_dir_all(p).map_err(ReconcileError::io("create", p))?;
+        }
+    }
+    let rt = &engine.runtime;
+    volumes_from(engine, project, service, &mut t.spec)?;
+    match &t.net {
+        NetMode::Endpoint | NetMode::Host | NetMode::None => {}
+        NetMode::Service(s) => {
+            let first = engine
+                .containers(&project.name)?
+                .into_iter()
+                .filter(|c| c.config.spec.labels.get(labels::SERVICE).map(String::as_str) == Some(s.as_str()))
+                .min_by_key(|c| c.config.spec.labels.get(labels::NUMBER).cloned())
+                .ok_or_else(|| {
+                    ReconcileError::Dependency(format!("service {s} has no container to share its network"))
+                })?;
+            t.spec.network = shared_netns(&first)?;
+        }
+        NetMode::Container(c) => t.spec.network = shared_netns(&rt.lookup(c)?)?,
+    }
+    let Some(endpoint) = &t.endpoint else {
+        return Ok(rt.create(t.spec)?);
+    };
+    let nets = &engine.networks;
+    // An endpoint left by a killed `up` is replaced.
+    nets.disconnect(&endpoint.key)?;
+    let record = nets.connect(endpoint)?;
+    t.spec.network = NetworkSpec::Path(nets.layout().endpoint(&endpoint.key));
+    t.spec.resolv_conf = Some(nets.resolv_conf(&endpoint.networks[0].network)?);
+    let created = rt.create(t.spec).map_err(ReconcileError::from).and_then(|c| {
+        // Like Docker, the container's own address maps to its host name.
+        let host = c
+            .config
+            .spec
+            .hostname
+            .clone()
+            .unwrap_or_else(|| c.id()[..12].to_string());
+        let own: Vec<(String, String)> = record
+            .attachments
+            .iter()
+            .take(1)
+            .map(|a| (host.clone(), a.address.to_string()))
+            .collect();
+        if let Err(e) = rt.add_hosts(&c, &own) {
+            let _ = rt.delete(&c, true);
+            return Err(e.into());
+        }
+        Ok(c)
+    });
+    if created.is_err() {
+        let _ = nets.disconnect(&endpoint.key);
+    }
+    created
+}
+
+/// Adds the mounts of `volumes_from` sources (a service's first container, or a named one),
+/// read-only when asked; a target the service mounts itself is left alone.
+fn volumes_from(
+    engine: &Engine,
+    project: &Project,
+    service: &str,
+    spec: &mut crate::runtime::ContainerSpec,
+) -> Result<(), ReconcileError> {
+    let Some(svc) = project.services.get(service) else {
+        return Ok(());
+    };
+    for entry in &svc.volumes_from {
+        let (source, mode) = match entry.strip_prefix("container:") {
+            Some(rest) => {
+                let (name, mode) = rest.split_once(':').unwrap_or((rest, "rw"));
+                (engine.runtime.lookup(name)?, mode)
+            }
+            None => {
+                let (s, mode) = entry.split_once(':').unwrap_or((entry, "rw"));
+                let first = engine
+                    .containers(&project.name)?
+                    .into_iter()
+                    .filter(|c| c.config.spec.labels.get(labels::SERVICE).map(String::as_str) == Some(s))
+                    .min_by_key(|c| c.config.spec.labels.get(labels::NUMBER).cloned())
+                    .ok_or_else(|| {
+                        ReconcileError::Dependency(format!("service {s} has no container to share volumes"))
+                    })?;
+                (first, mode)
+            }
+        };
+        for m in &source.config.spec.mounts {
+            if matches!(m.kind, crate::runtime::MountKind::Tmpfs { .. })
+                || spec.mounts.iter().any(|x| x.target == m.target)
+            {
+                continue;
+            }
+            let mut m = m.clone();
+            m.read_only |= mode == "ro";
+            spec.mounts.push(m);
+        }
+    }
+    Ok(())
 }
 
 /// The network namespace of another container, to share it.
@@ -675,7 +700,9 @@ fn wait_healthy(engine: &Engine, c: &Container) -> Result<(), ReconcileError> {
                 c.state.exit_code.unwrap_or(-1)
             )));
         }
+        let checked = c.config.spec.healthcheck.as_ref().is_some_and(|h| h.enabled());
         match health_status(&c).as_deref() {
+            None if checked => std::thread::sleep(Duration::from_millis(50)),
             None => {
                 return Err(ReconcileError::Dependency(format!(
                     "container {name} has no healthcheck configured"
@@ -689,9 +716,11 @@ fn wait_healthy(engine: &Engine, c: &Container) -> Result<(), ReconcileError> {
 }
 
 /// The health status the supervisor recorded (`starting`, `healthy`, `unhealthy`), if the
-/// container has a healthcheck.
+/// container runs with a healthcheck.
 pub fn health_status(c: &Container) -> Option<String> {
-    let text = std::fs::read_to_string(c.dir.state()).ok()?;
-    let v: Value = serde_json::from_str(&text).ok()?;
-    v["health"]["status"].as_str().map(str::to_string)
+    c.state
+        .health
+        .as_ref()
+        .filter(|_| c.is_running())
+        .map(|h| h.status.to_string())
 }

@@ -436,6 +436,24 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_dependency_is_started_again_and_dependants_wait_for_it() {
+        let mut observed = Observed::default();
+        observed.networks.insert("p_default".into());
+        observed.volumes.insert("p_data".into());
+        let mut db = running("db", 1, "h-db");
+        db.status = Status::Exited;
+        observed.containers.push(db);
+        let mut web = running("web", 1, "h-web");
+        web.status = Status::Created;
+        observed.containers.push(web);
+        assert_eq!(
+            plan(&desired(), &observed, &Options::default()).to_string(),
+            "1. start container p-db-1 (exited)\n\
+             2. start container p-web-1 (created) after 1\n"
+        );
+    }
+
+    #[test]
     fn no_start_creates_only() {
         let opts = Options {
             no_start: true,

@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -14,7 +15,7 @@ use crate::compose::Project;
 use crate::compose::units::{parse_bytes, parse_duration};
 use crate::image::oci::ContainerConfig;
 use crate::network::{AttachConfig, EndpointConfig, PortConfig, Proto};
-use crate::runtime::{ContainerSpec, MountKind, MountSpec, NetworkSpec, RestartPolicy, RootfsSpec};
+use crate::runtime::{ContainerSpec, Healthcheck, MountKind, MountSpec, NetworkSpec, RestartPolicy, RootfsSpec};
 
 /// The label on a container naming its network endpoint (the same one `container run` uses).
 pub const ENDPOINT_LABEL: &str = "berth.network.endpoint";
@@ -242,6 +243,8 @@ pub fn translate(
         let ns = parse_duration(g).map_err(|e| bad("stop_grace_period", e))?;
         spec.stop_timeout = Some((ns.max(0) as u64).div_ceil(1_000_000_000));
     }
+
+    spec.healthcheck = healthcheck(&doc["healthcheck"], defaults.healthcheck.as_ref(), &bad)?;
 
     // Labels: the service's, then Compose's own.
     if let Some(m) = doc["labels"].as_object() {
@@ -495,6 +498,52 @@ fn endpoint(
         networks: attachments,
         ports,
     })
+}
+
+/// The service's healthcheck over the image's (`disable: true` is Docker's `NONE`).
+fn healthcheck(
+    doc: &Value,
+    image: Option<&Value>,
+    bad: &dyn Fn(&str, String) -> ReconcileError,
+) -> Result<Option<Healthcheck>, ReconcileError> {
+    let image = image.map(Healthcheck::from_docker);
+    if doc.is_null() {
+        return Ok(image);
+    }
+    if doc["disable"].as_bool().unwrap_or(false) {
+        return Ok(Some(Healthcheck {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        }));
+    }
+    let time = |key: &str| -> Result<Option<Duration>, ReconcileError> {
+        match doc[key].as_str() {
+            None => Ok(None),
+            Some(t) => {
+                let ns = parse_duration(t).map_err(|e| bad(&format!("healthcheck.{key}"), e))?;
+                Ok(Some(Duration::from_nanos(ns.max(0) as u64)))
+            }
+        }
+    };
+    let test = match &doc["test"] {
+        Value::String(s) => vec!["CMD-SHELL".to_string(), s.clone()],
+        Value::Array(a) => a.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect(),
+        _ => Vec::new(),
+    };
+    let check = Healthcheck {
+        test,
+        interval: time("interval")?,
+        timeout: time("timeout")?,
+        retries: doc["retries"].as_u64().map(|r| r.min(u64::from(u32::MAX)) as u32),
+        start_period: time("start_period")?,
+        start_interval: time("start_interval")?,
+    };
+    let check = match &image {
+        Some(i) => check.or_from(i),
+        None => check,
+    };
+    check.validate().map_err(|e| bad("healthcheck", e.to_string()))?;
+    Ok(Some(check))
 }
 
 /// A scalar as text (`null` is `None`).
