@@ -539,3 +539,51 @@ services:
     assert_eq!(p.container("app-1")["State"], "created");
     assert_eq!(p.container("db-1")["Health"], "unhealthy");
 }
+
+#[test]
+fn exec_and_run_work_on_services() {
+    let p = Project::new(
+        "exec",
+        r#"
+services:
+  db:
+    image: IMAGE
+    command: sleep 1000
+    environment: {ROLE: db}
+  tool:
+    image: IMAGE
+    command: echo default
+    depends_on: [db]
+    environment: {ROLE: tool}
+"#,
+    );
+    p.ok(&["up", "-d", "db"]);
+    let out = p.ok(&["exec", "-T", "-e", "EXTRA=1", "db", "sh", "-c", "echo $ROLE $EXTRA"]);
+    assert_eq!(out, "db 1\n");
+    let failed = p.berth(&["exec", "-T", "db", "sh", "-c", "exit 4"]);
+    assert_eq!(failed.status.code(), Some(4));
+
+    // A one-off container: the service's environment, its own command, removed with --rm.
+    let out = p.berth(&[
+        "run",
+        "--rm",
+        "-T",
+        "tool",
+        "sh",
+        "-c",
+        "echo $ROLE; ping -c1 -W2 db >/dev/null && echo reached db",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "tool\nreached db\n");
+    let code = p.berth(&["run", "--rm", "-T", "tool", "sh", "-c", "exit 9"]);
+    assert_eq!(code.status.code(), Some(9));
+    assert!(
+        p.ps().iter().all(|c| !c["Name"].as_str().unwrap().contains("-run-")),
+        "--rm left a container"
+    );
+    // A detached one-off is labelled as one and ignored by the planner.
+    let name = p.ok(&["run", "-d", "tool", "sleep", "1000"]).trim().to_string();
+    assert!(name.starts_with(&format!("{}-tool-run-", p.name)), "{name}");
+    let plan = p.ok(&["up", "--dry-run"]);
+    assert!(!plan.contains("-run-"), "{plan}");
+}
