@@ -587,3 +587,50 @@ services:
     let plan = p.ok(&["up", "--dry-run"]);
     assert!(!plan.contains("-run-"), "{plan}");
 }
+
+#[test]
+fn up_wait_returns_once_healthy_and_no_deps_starts_only_the_named() {
+    let p = Project::new(
+        "wait",
+        r#"
+services:
+  db:
+    image: IMAGE
+    command: sh -c 'sleep 0.5; touch /tmp/ready; sleep 1000'
+    healthcheck: {test: ["CMD", "test", "-f", "/tmp/ready"], interval: 100ms, start_period: 5s, start_interval: 100ms}
+  app:
+    image: IMAGE
+    command: sleep 1000
+  broken:
+    image: IMAGE
+    command: sleep 1000
+    healthcheck: {test: ["CMD", "false"], interval: 100ms, retries: 1}
+"#,
+    );
+    p.ok(&["up", "--wait", "db", "app"]);
+    assert_eq!(p.container("db-1")["Health"], "healthy");
+    assert_eq!(p.container("app-1")["State"], "running");
+    let out = p.berth(&["up", "--wait", "--wait-timeout", "20", "broken"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("broken-1 is unhealthy"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    p.write(
+        r#"
+services:
+  db: {image: IMAGE, command: sleep 1000}
+  app: {image: IMAGE, command: sleep 1000, depends_on: [db]}
+"#,
+    );
+    p.ok(&["down", "-t", "0", "--remove-orphans"]);
+    p.ok(&["up", "-d", "--no-deps", "app"]);
+    let names: Vec<String> = p
+        .ps()
+        .iter()
+        .map(|c| c["Service"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, vec!["app"]);
+}

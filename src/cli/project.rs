@@ -53,6 +53,15 @@ pub struct UpArgs {
     /// Operations at once (default: unlimited, or COMPOSE_PARALLEL_LIMIT).
     #[arg(long)]
     pub parallel: Option<usize>,
+    /// Don't start the services the named ones depend on.
+    #[arg(long)]
+    pub no_deps: bool,
+    /// Wait until the services are running and healthy (implies -d).
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds `--wait` waits at most.
+    #[arg(long, value_name = "SECONDS")]
+    pub wait_timeout: Option<u64>,
     /// Stop every container when one stops (attached mode).
     #[arg(long, conflicts_with = "detach")]
     pub abort_on_container_exit: bool,
@@ -173,7 +182,10 @@ pub fn up(cli: &Cli, args: &UpArgs, out: &mut dyn Write) -> Result<i32> {
         scale,
         no_start: args.no_start,
     };
-    let desired = reconcile::desired(&project)?;
+    let mut desired = reconcile::desired(&project)?;
+    if args.no_deps && !args.services.is_empty() {
+        desired.services.retain(|s| args.services.contains(&s.name));
+    }
     if args.dry_run {
         let observed = observed::observe(&cli.root, &project.name)?;
         write!(out, "{}", plan::plan(&desired, &observed, &options))?;
@@ -203,8 +215,15 @@ pub fn up(cli: &Cli, args: &UpArgs, out: &mut dyn Write) -> Result<i32> {
         parallel,
         timeout: args.timeout,
         pull: args.pull.clone(),
+        no_deps: args.no_deps,
     };
     execute::execute(&engine, &project, &desired, &plan, &exec, &say)?;
+    if args.wait {
+        let chosen: Vec<String> = desired.services.iter().map(|s| s.name.clone()).collect();
+        let list = service_containers(&engine, &project.name, &chosen)?;
+        execute::wait_ready(&engine, &list, args.wait_timeout.map(Duration::from_secs))?;
+        return Ok(0);
+    }
     if args.detach || args.no_start {
         return Ok(0);
     }

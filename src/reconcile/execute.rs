@@ -105,6 +105,8 @@ pub struct ExecOptions {
     pub timeout: Option<u64>,
     /// Image pull policy for missing images: `missing` (default), `always`, `never`.
     pub pull: Option<String>,
+    /// Start without waiting on `depends_on` conditions (`--no-deps`).
+    pub no_deps: bool,
 }
 
 /// Where the executor reports what it did, one line per event (`Container p-web-1  Started`).
@@ -338,7 +340,9 @@ impl Runner<'_> {
                 self.report.line(&format!("Container {}  Created", op.resource));
             }
             Kind::Start => {
-                wait_dependencies(self.engine, self.project, service, self.report)?;
+                if !self.opts.no_deps {
+                    wait_dependencies(self.engine, self.project, service, self.report)?;
+                }
                 rt.start(&rt.lookup(&op.resource)?, StartMode::Detached)?;
                 self.report.line(&format!("Container {}  Started", op.resource));
             }
@@ -346,7 +350,9 @@ impl Runner<'_> {
                 self.engine.remove(&rt.lookup(&op.resource)?, self.opts.timeout)?;
                 let c = self.create(service, op.number, &op.resource)?;
                 self.report.line(&format!("Container {}  Recreated", op.resource));
-                wait_dependencies(self.engine, self.project, service, self.report)?;
+                if !self.opts.no_deps {
+                    wait_dependencies(self.engine, self.project, service, self.report)?;
+                }
                 rt.start(&c, StartMode::Detached)?;
                 self.report.line(&format!("Container {}  Started", op.resource));
             }
@@ -723,4 +729,46 @@ pub fn health_status(c: &Container) -> Option<String> {
         .as_ref()
         .filter(|_| c.is_running())
         .map(|h| h.status.to_string())
+}
+
+/// Waits until every container is running, and healthy when it has a healthcheck (`up --wait`);
+/// a container that stops (other than a one-shot that exited 0 with no restart policy) or turns
+/// unhealthy is an error, as is `timeout`.
+pub fn wait_ready(engine: &Engine, containers: &[Container], timeout: Option<Duration>) -> Result<(), ReconcileError> {
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    for c in containers {
+        loop {
+            let c = engine.runtime.refresh(c)?;
+            let checked = c.config.spec.healthcheck.as_ref().is_some_and(|h| h.enabled());
+            if !c.is_running() {
+                let code = c.state.exit_code.unwrap_or(-1);
+                if code == 0 && c.config.spec.restart == crate::runtime::RestartPolicy::No {
+                    break;
+                }
+                return Err(ReconcileError::Dependency(format!(
+                    "container {} exited ({code})",
+                    c.name()
+                )));
+            }
+            match health_status(&c).as_deref() {
+                Some("unhealthy") => {
+                    return Err(ReconcileError::Dependency(format!(
+                        "container {} is unhealthy",
+                        c.name()
+                    )));
+                }
+                Some("healthy") => break,
+                _ if !checked && c.state.status == crate::runtime::state::Status::Running => break,
+                _ => {}
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+                return Err(ReconcileError::Dependency(format!(
+                    "timed out waiting for container {} to be ready",
+                    c.name()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
 }
