@@ -354,28 +354,54 @@ impl Networks {
         teardown_result("orphaned endpoints", errors).map(|()| keys)
     }
 
-    /// Removes every endpoint on a domain's networks, the networks, the daemon and the infra
-    /// namespace; keeps going past failures and reports them all.
+    /// Removes a whole domain at once: its daemon first (ports and resolvers close, and nothing is
+    /// reloaded per endpoint), then every endpoint on its networks (their namespaces, and so the
+    /// veth pairs in them), the networks, and the infra namespace, which takes the bridges with it.
+    /// Endpoints that also join another domain's networks lose those links too, and that domain
+    /// is reloaded once. Keeps going past failures and reports them all.
     pub fn teardown_domain(&self, domain: &str) -> Result<()> {
-        let state = self.state()?;
-        let networks: Vec<String> = state.domain_networks(domain).map(|n| n.name.clone()).collect();
-        let mut keys = BTreeSet::new();
-        for n in &networks {
-            keys.extend(state.users(n).map(|e| e.key.clone()));
-        }
+        let _lock = self.layout.lock()?;
+        let mut state = self.layout.read()?;
+        let networks: BTreeSet<String> = state.domain_networks(domain).map(|n| n.name.clone()).collect();
+        let endpoints: Vec<EndpointRecord> = state
+            .endpoints
+            .values()
+            .filter(|e| e.attachments.iter().any(|a| networks.contains(&a.network)))
+            .cloned()
+            .collect();
         let mut errors = Vec::new();
-        for k in keys {
-            if let Err(e) = self.disconnect(&k) {
-                errors.push(e.to_string());
-            }
+        if let Err(e) = daemon::stop(&self.layout, domain) {
+            errors.push(e.to_string());
         }
-        for n in networks {
-            if let Err(e) = self.remove_network(&n) {
-                errors.push(e.to_string());
+        let mut others = BTreeSet::new();
+        for e in &endpoints {
+            for a in e.attachments.iter().filter(|a| !networks.contains(&a.network)) {
+                let Some(net) = state.networks.get(&a.network) else {
+                    continue;
+                };
+                others.insert(net.domain.clone());
+                let done = netns::open(&self.layout.infra(&net.domain))
+                    .and_then(|infra| netns::run_in(&infra, || delete_link(&a.host_ifname)));
+                if let Err(err) = done {
+                    errors.push(err.to_string());
+                }
             }
+            if let Err(err) = netns::remove(&e.netns) {
+                errors.push(err.to_string());
+            }
+            state.endpoints.remove(&e.key);
         }
+        for n in &networks {
+            state.networks.remove(n);
+        }
+        self.layout.write(&state)?;
         if let Err(e) = self.remove_domain_files(domain) {
             errors.push(e.to_string());
+        }
+        for d in &others {
+            if let Err(e) = self.reload(&state, d) {
+                errors.push(e.to_string());
+            }
         }
         teardown_result(&format!("domain {domain}"), errors)
     }

@@ -80,11 +80,18 @@ pub fn down(
         levels.push(containers.iter().filter(|c| level.contains(&service_of(c))).collect());
     }
     let mut failures = Vec::new();
+    // With no orphan left, the network domain goes as a whole after the containers, endpoints and
+    // all; otherwise each container's endpoint goes with it.
+    let whole_domain = orphans.is_empty() || opts.remove_orphans;
     let results = in_levels(levels, |c| {
         if c.is_running() {
             report.line(&format!("Container {}  Stopping", c.name()));
         }
-        engine.remove(c, opts.timeout)
+        if whole_domain {
+            engine.remove_container(c, opts.timeout)
+        } else {
+            engine.remove(c, opts.timeout)
+        }
     });
     for (c, r) in results {
         match r {
@@ -100,7 +107,7 @@ pub fn down(
         .filter(|n| n.domain == name)
         .map(|n| n.name.clone())
         .collect();
-    if !orphans.is_empty() && !opts.remove_orphans {
+    if !whole_domain {
         if !networks.is_empty() {
             report.line(&format!(
                 "networks of {name} are kept: orphan containers still use them"

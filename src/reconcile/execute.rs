@@ -75,15 +75,22 @@ impl Engine {
 
     /// Stops (signal, grace, then SIGKILL), removes a container and its endpoint.
     pub fn remove(&self, c: &Container, timeout: Option<u64>) -> Result<(), ReconcileError> {
+        self.remove_container(c, timeout)?;
+        if let Some(key) = c.config.spec.labels.get(ENDPOINT_LABEL) {
+            self.networks.disconnect(key)?;
+        }
+        Ok(())
+    }
+
+    /// Stops and removes a container, leaving its endpoint to the caller (`down` tears the whole
+    /// network domain down at once instead).
+    pub fn remove_container(&self, c: &Container, timeout: Option<u64>) -> Result<(), ReconcileError> {
         let spec = &c.config.spec;
         if c.is_running() {
             let grace = timeout.unwrap_or_else(|| spec.stop_timeout_or_default());
             self.runtime.stop(c, spec.stop_signal_or_default() as i32, grace)?;
         }
         self.runtime.delete(&self.runtime.refresh(c)?, true)?;
-        if let Some(key) = spec.labels.get(ENDPOINT_LABEL) {
-            self.networks.disconnect(key)?;
-        }
         Ok(())
     }
 
