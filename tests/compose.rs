@@ -201,9 +201,22 @@ volumes:
     let again = p.berth(&["up", "-d", "--dry-run"]);
     assert_eq!(text(&again.stdout), "nothing to do: the project is up to date\n");
 
+    let ids: Vec<String> = p.ps().iter().map(|c| c["ID"].as_str().unwrap().to_string()).collect();
     let down = p.berth(&["down", "-t", "1"]);
     assert!(down.status.success(), "down failed: {}", text(&down.stderr));
     assert!(p.ps().is_empty());
+    // Nothing leaks: cgroups, processes (supervisors, the network daemon), state files.
+    for id in &ids {
+        assert!(common::cgroup_dirs(id).is_empty(), "cgroup of {id} left");
+    }
+    let procs = common::processes_mentioning(p.b.root.to_str().unwrap());
+    assert!(procs.is_empty(), "processes left: {procs:?}");
+    let left: Vec<_> = std::fs::read_dir(p.b.root.join("containers")).unwrap().flatten().collect();
+    assert!(left.is_empty(), "container state left: {left:?}");
+    assert!(
+        std::fs::read_dir(p.b.root.join("networks/endpoints")).map_or(true, |mut d| d.next().is_none()),
+        "endpoint namespaces left"
+    );
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p.b.root.join("networks/state.json")).unwrap()).unwrap();
     assert_eq!(state["networks"], serde_json::json!({}), "{state}");

@@ -4,28 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::berth::{Berth as Env, text};
-
-fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
-        let Ok(rd) = std::fs::read_dir(base) else { continue };
-        for e in rd.flatten() {
-            let p = e.path().join("berth").join(id);
-            if p.exists() {
-                out.push(p);
-            }
-        }
-        let p = Path::new(base).join("berth").join(id);
-        if p.exists() {
-            out.push(p);
-        }
-    }
-    out
-}
+use common::cgroup_dirs;
 
 #[test]
 fn exit_codes_and_output_follow_docker() {

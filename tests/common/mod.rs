@@ -62,3 +62,36 @@ pub fn busybox_rootfs() -> PathBuf {
     }
     dir
 }
+
+/// The cgroup directories of a container that exist, on v1 (hybrid) and v2 hosts.
+pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        let Ok(rd) = std::fs::read_dir(base) else { continue };
+        for e in rd.flatten() {
+            let p = e.path().join("berth").join(id);
+            if p.exists() {
+                out.push(p);
+            }
+        }
+        let p = std::path::Path::new(base).join("berth").join(id);
+        if p.exists() {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Processes whose command line mentions `needle` (a state root, say).
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                out.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out
+}
