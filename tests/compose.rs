@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use common::berth::{Berth, text};
+use common::registry::Registry;
 
 /// A project in a directory of its own, with its own state root; taken down when dropped.
 struct Project {
@@ -211,7 +212,10 @@ volumes:
     }
     let procs = common::processes_mentioning(p.b.root.to_str().unwrap());
     assert!(procs.is_empty(), "processes left: {procs:?}");
-    let left: Vec<_> = std::fs::read_dir(p.b.root.join("containers")).unwrap().flatten().collect();
+    let left: Vec<_> = std::fs::read_dir(p.b.root.join("containers"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert!(left.is_empty(), "container state left: {left:?}");
     assert!(
         std::fs::read_dir(p.b.root.join("networks/endpoints")).map_or(true, |mut d| d.next().is_none()),
@@ -646,4 +650,59 @@ services:
         .map(|c| c["Service"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(names, vec!["app"]);
+}
+
+#[test]
+fn create_filters_push_pull_and_down_rmi() {
+    let registry = Registry::start();
+    let image = format!("{}/compose/busybox:v1", registry.addr);
+    let p = Project::new(
+        "images",
+        &format!(
+            r#"
+services:
+  a:
+    image: {image}
+    command: sh -c 'echo early; sleep 1.2; echo late; sleep 1000'
+  b:
+    image: {image}
+    command: sleep 1000
+"#
+        ),
+    );
+    p.b.ok(&["image", "tag", "busybox:test", &image]);
+    let pushed = p.ok(&["push", "a"]);
+    assert!(pushed.contains("v1: digest: sha256:"), "{pushed}");
+    p.b.ok(&["image", "rm", &image]);
+    p.ok(&["pull", "-q"]);
+    assert!(p.b.ok(&["image", "ls"]).contains("compose/busybox"));
+
+    // create makes the containers without starting them.
+    p.ok(&["create"]);
+    assert!(p.ps().iter().all(|c| c["State"] == "created"), "{:?}", p.ps());
+    p.ok(&["start"]);
+    let filtered = p.ok(&["ps", "-q", "--filter", "status=running"]);
+    assert_eq!(filtered.lines().count(), 2, "{filtered}");
+    assert!(p.berth(&["ps", "--filter", "name=x"]).status.code() != Some(0));
+
+    // logs --since leaves out what came before.
+    common::berth::until(10, "the late line", || p.ok(&["logs", "a"]).contains("late"));
+    let all = p.ok(&["logs", "--index", "1", "-t", "a"]);
+    let late_at = all
+        .lines()
+        .find(|l| l.contains("late"))
+        .unwrap()
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let since = p.ok(&["logs", "--since", &late_at, "a"]);
+    assert!(since.contains("late") && !since.contains("early"), "{since}");
+    let until = p.ok(&["logs", "--until", &late_at, "a"]);
+    assert!(until.contains("early") && !until.contains("late"), "{until}");
+    assert!(p.ok(&["logs", "--since", "1h", "a"]).contains("early"));
+
+    // down --rmi all removes the services' image once no container uses it.
+    p.ok(&["down", "-t", "0", "--rmi", "all"]);
+    assert!(!p.b.ok(&["image", "ls"]).contains("compose/busybox"));
 }

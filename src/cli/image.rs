@@ -63,10 +63,10 @@ pub struct LsArgs {
 pub struct RmArgs {
     /// Untag an image that containers use, and remove an id with several tags.
     #[arg(short, long)]
-    force: bool,
+    pub force: bool,
     /// Images.
     #[arg(required = true)]
-    images: Vec<String>,
+    pub images: Vec<String>,
 }
 
 /// `berth image` verbs.

@@ -73,6 +73,27 @@ pub enum Command {
     Ps(project::PsArgs),
     /// Show the project's logs.
     Logs(project::LogsArgs),
+    /// Create the services' containers without starting them.
+    Create(project::CreateArgs),
+    /// Pull the services' images.
+    Pull {
+        /// Only the image names.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Go on past images that cannot be pulled.
+        #[arg(long)]
+        ignore_pull_failures: bool,
+        /// Services; default all.
+        services: Vec<String>,
+    },
+    /// Push the services' images.
+    Push {
+        /// Only the digest lines.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Services; default all.
+        services: Vec<String>,
+    },
     /// Run a command in a running service container.
     Exec(project::ExecArgs),
     /// Run a one-off command in a new container of a service.
@@ -255,7 +276,18 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32> {
         Command::Container(c) => container::run(cli, c, out),
         Command::Image(c) => image::run(cli, c, out),
         Command::Up(args) => project::up(cli, args, out),
-        Command::Down(args) => project::down(cli, args),
+        Command::Down(args) => project::down(cli, args, out),
+        Command::Create(a) => project::up(
+            cli,
+            &project::UpArgs::create(a.force_recreate, a.no_recreate, a.pull.clone(), a.services.clone()),
+            out,
+        ),
+        Command::Pull {
+            quiet,
+            ignore_pull_failures,
+            services,
+        } => project::pull(cli, *quiet, *ignore_pull_failures, services, out),
+        Command::Push { quiet, services } => project::push(cli, *quiet, services, out),
         Command::Ps(args) => project::ps(cli, args, out),
         Command::Logs(args) => project::logs(cli, args, out),
         Command::Exec(a) => project::exec(cli, a),

@@ -96,6 +96,9 @@ pub struct DownArgs {
     /// Seconds to wait for containers to stop before SIGKILL.
     #[arg(short = 't', long = "timeout")]
     pub timeout: Option<u64>,
+    /// Also remove images: `local` (those a build named) or `all` (every service's).
+    #[arg(long, value_parser = ["local", "all"])]
+    pub rmi: Option<String>,
 }
 
 /// `berth ps` flags.
@@ -116,6 +119,9 @@ pub struct PsArgs {
     /// `table` (default) or `json` (JSON Lines).
     #[arg(long, default_value = "table", value_parser = ["table", "json"])]
     pub format: String,
+    /// Filter: `status=STATE` (as Compose, the one filter it has).
+    #[arg(long)]
+    pub filter: Vec<String>,
     /// Services to show; default all.
     pub service: Vec<String>,
 }
@@ -138,8 +144,29 @@ pub struct LogsArgs {
     /// No colours.
     #[arg(long)]
     pub no_color: bool,
+    /// Only lines since a time: RFC 3339, or a duration ago (`10m`, `1h30m`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only lines before a time: RFC 3339, or a duration ago.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this replica of each service.
+    #[arg(long)]
+    pub index: Option<u32>,
     /// Services to show; default all.
     pub services: Vec<String>,
+}
+
+/// `--since`/`--until`: an RFC 3339 time, or a Go duration before now.
+fn parse_time(flag: &str, s: &str) -> Result<jiff::Timestamp> {
+    if let Ok(ns) = crate::compose::units::parse_duration(s) {
+        let ago = jiff::SignedDuration::from_nanos(i64::try_from(ns).unwrap_or(i64::MAX));
+        return jiff::Timestamp::now()
+            .checked_sub(ago)
+            .map_err(|e| anyhow!("invalid --{flag} {s:?}: {e}"));
+    }
+    s.parse::<jiff::Timestamp>()
+        .map_err(|e| anyhow!("invalid --{flag} {s:?}: want RFC 3339 or a duration like 10m ({e})"))
 }
 
 /// Fails unless berth runs as root, which containers need.
@@ -274,6 +301,8 @@ fn attach(
         prefix: !args.no_log_prefix,
         timestamps: args.timestamps,
         color: !args.no_color && nix::unistd::isatty(std::io::stdout()).unwrap_or(false),
+        since: None,
+        until: None,
     };
     let mut followed: Vec<(Container, String, usize, u64)> = containers
         .into_iter()
@@ -398,8 +427,9 @@ fn stop_all(
 
 /// `berth down`. Without a compose file, `-p NAME` names the project and its containers are
 /// found by their labels.
-pub fn down(cli: &Cli, args: &DownArgs) -> Result<i32> {
+pub fn down(cli: &Cli, args: &DownArgs, out: &mut dyn Write) -> Result<i32> {
     require_root()?;
+    let mut loaded = None;
     let (name, levels, volumes) = match load(cli, &[]) {
         Ok(project) => {
             let levels = ServiceGraph::new(&project)?.stop_levels();
@@ -408,7 +438,9 @@ pub fn down(cli: &Cli, args: &DownArgs) -> Result<i32> {
             } else {
                 Vec::new()
             };
-            (project.name, levels, volumes)
+            let name = project.name.clone();
+            loaded = Some(project);
+            (name, levels, volumes)
         }
         Err(e) if is_not_found(&e) && cli.project_name.is_some() => {
             (cli.project_name.clone().unwrap_or_default(), Vec::new(), Vec::new())
@@ -425,6 +457,9 @@ pub fn down(cli: &Cli, args: &DownArgs) -> Result<i32> {
         remove_orphans,
     };
     down::down(&engine, &name, &levels, &volumes, &opts, &say)?;
+    if let (Some(which), Some(project)) = (&args.rmi, &loaded) {
+        remove_images(cli, project, which, out)?;
+    }
     Ok(0)
 }
 
@@ -473,10 +508,17 @@ pub fn ps(cli: &Cli, args: &PsArgs, out: &mut dyn Write) -> Result<i32> {
     let name = project_name(cli)?;
     let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
     let mut list = service_containers(&engine, &name, &args.service)?;
+    let mut statuses = args.status.clone();
+    for f in &args.filter {
+        match f.split_once('=') {
+            Some(("status", v)) => statuses.push(v.to_string()),
+            _ => bail!("invalid filter {f:?}: the supported filter is status=STATE"),
+        }
+    }
     list.retain(|c| {
         let state = c.state.status.to_string();
-        if !args.status.is_empty() {
-            return args.status.contains(&state);
+        if !statuses.is_empty() {
+            return statuses.contains(&state);
         }
         args.all || c.is_running()
     });
@@ -595,7 +637,12 @@ fn ports_text(publishers: &[serde_json::Value]) -> String {
 pub fn logs(cli: &Cli, args: &LogsArgs, out: &mut dyn Write) -> Result<i32> {
     let name = project_name(cli)?;
     let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
-    let list = service_containers(&engine, &name, &args.services)?;
+    let mut list = service_containers(&engine, &name, &args.services)?;
+    if let Some(i) = args.index {
+        list.retain(|c| c.config.spec.labels.get(labels::NUMBER) == Some(&i.to_string()));
+    }
+    let since = args.since.as_deref().map(|s| parse_time("since", s)).transpose()?;
+    let until = args.until.as_deref().map(|s| parse_time("until", s)).transpose()?;
     let tail = match args.tail.as_str() {
         "all" | "-1" => None,
         n => Some(n.parse::<usize>().map_err(|_| anyhow!("invalid --tail {n:?}"))?),
@@ -613,6 +660,8 @@ pub fn logs(cli: &Cli, args: &LogsArgs, out: &mut dyn Write) -> Result<i32> {
         prefix: !args.no_log_prefix,
         timestamps: args.timestamps,
         color,
+        since,
+        until,
     };
     let mut followed: Vec<(Container, String, usize, u64)> = Vec::new();
     let mut batch: Vec<(usize, LogRecord)> = Vec::new();
@@ -650,6 +699,8 @@ struct LogPrinter {
     prefix: bool,
     timestamps: bool,
     color: bool,
+    since: Option<jiff::Timestamp>,
+    until: Option<jiff::Timestamp>,
 }
 
 impl LogPrinter {
@@ -661,6 +712,14 @@ impl LogPrinter {
         mut batch: Vec<(usize, LogRecord)>,
     ) -> Result<()> {
         batch.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+        if self.since.is_some() || self.until.is_some() {
+            batch.retain(|(_, r)| {
+                let Ok(t) = r.time.parse::<jiff::Timestamp>() else {
+                    return true;
+                };
+                self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t < u)
+            });
+        }
         for (i, r) in batch {
             let mut line = String::new();
             if self.prefix {
@@ -1206,4 +1265,128 @@ pub fn run(cli: &Cli, args: &RunArgs, out: &mut dyn Write) -> Result<i32> {
         }
     }
     code
+}
+
+/// The image name of each chosen service (all when `services` is empty): `image`, or the name
+/// a build would give it, `<project>-<service>`; with whether it comes from `build` only.
+fn service_images(project: &Project, services: &[String]) -> Vec<(String, String, bool)> {
+    project
+        .services
+        .iter()
+        .filter(|(name, _)| services.is_empty() || services.contains(name))
+        .map(|(name, svc)| match &svc.image {
+            Some(i) => (name.clone(), i.clone(), false),
+            None => (name.clone(), format!("{}-{name}", project.name), true),
+        })
+        .collect()
+}
+
+/// `pull [-q] [--ignore-pull-failures] [SERVICES]`: pulls the services' images (not those that
+/// are only built).
+pub fn pull(cli: &Cli, quiet: bool, ignore_failures: bool, services: &[String], out: &mut dyn Write) -> Result<i32> {
+    let project = load(cli, services)?;
+    let mut code = 0;
+    for (svc, image, built) in service_images(&project, services) {
+        if built {
+            continue;
+        }
+        let cmd = super::image::ImageCommand::Pull {
+            platform: project.canonical["services"][&svc]["platform"]
+                .as_str()
+                .map(str::to_string),
+            quiet,
+            insecure_registry: Vec::new(),
+            name: image.clone(),
+        };
+        if let Err(e) = super::image::run(cli, &cmd, out) {
+            if !ignore_failures {
+                return Err(e.context(format!("service {svc}")));
+            }
+            eprintln!("warning: service {svc}: {e:#}");
+            code = 1;
+        }
+    }
+    Ok(if ignore_failures { 0 } else { code })
+}
+
+/// `push [-q] [SERVICES]`: pushes the services' images.
+pub fn push(cli: &Cli, quiet: bool, services: &[String], out: &mut dyn Write) -> Result<i32> {
+    let project = load(cli, services)?;
+    for (svc, image, _) in service_images(&project, services) {
+        let cmd = super::image::ImageCommand::Push {
+            quiet,
+            insecure_registry: Vec::new(),
+            name: image,
+        };
+        super::image::run(cli, &cmd, out).map_err(|e| e.context(format!("service {svc}")))?;
+    }
+    Ok(0)
+}
+
+/// `down --rmi local|all`: the images of the project's services (`local`: only those without an
+/// `image:` name, which a build named), removed when no container uses them.
+fn remove_images(cli: &Cli, project: &Project, which: &str, out: &mut dyn Write) -> Result<()> {
+    let images: Vec<String> = service_images(project, &[])
+        .into_iter()
+        .filter(|(_, _, built)| which == "all" || *built)
+        .map(|(_, image, _)| image)
+        .collect();
+    let store = crate::image::store::Store::open(&cli.root)?;
+    for image in images {
+        if store.lookup(&image).is_err() {
+            continue;
+        }
+        let cmd = super::image::ImageCommand::Rm(super::image::RmArgs {
+            force: false,
+            images: vec![image.clone()],
+        });
+        if let Err(e) = super::image::run(cli, &cmd, out) {
+            eprintln!("warning: image {image}: {e:#}");
+        }
+    }
+    Ok(())
+}
+
+/// `berth create` flags.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Recreate containers even if their configuration is unchanged.
+    #[arg(long)]
+    pub force_recreate: bool,
+    /// Never recreate existing containers.
+    #[arg(long, conflicts_with = "force_recreate")]
+    pub no_recreate: bool,
+    /// Pull images: `missing` (default), `always`, `never`.
+    #[arg(long, value_parser = ["missing", "always", "never"])]
+    pub pull: Option<String>,
+    /// Services; default all.
+    pub services: Vec<String>,
+}
+
+impl UpArgs {
+    /// `create`: `up --no-start` with these choices.
+    pub fn create(force_recreate: bool, no_recreate: bool, pull: Option<String>, services: Vec<String>) -> UpArgs {
+        UpArgs {
+            detach: true,
+            dry_run: false,
+            force_recreate,
+            no_recreate,
+            remove_orphans: false,
+            scale: Vec::new(),
+            no_start: true,
+            pull,
+            timeout: None,
+            parallel: None,
+            no_deps: false,
+            wait: false,
+            wait_timeout: None,
+            abort_on_container_exit: false,
+            abort_on_container_failure: false,
+            exit_code_from: None,
+            timestamps: false,
+            no_color: false,
+            no_log_prefix: false,
+            services,
+        }
+    }
 }
