@@ -706,3 +706,66 @@ services:
     p.ok(&["down", "-t", "0", "--rmi", "all"]);
     assert!(!p.b.ok(&["image", "ls"]).contains("compose/busybox"));
 }
+
+#[test]
+fn ctrl_c_stops_an_attached_up_and_no_attach_hides_a_service() {
+    let p = Project::new(
+        "ctrlc",
+        r#"
+services:
+  loud: {image: IMAGE, command: sh -c 'echo loud; sleep 1000'}
+  quiet:
+    image: IMAGE
+    command: sh -c 'echo hidden; trap "exit 0" TERM; sleep 1000 & wait'
+"#,
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "--root",
+            p.b.root.to_str().unwrap(),
+            "-f",
+            p.file.to_str().unwrap(),
+            "-p",
+            &p.name,
+        ])
+        .args(["up", "--no-attach", "quiet", "--no-color"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::berth::until(20, "both running", || {
+        p.ps().iter().filter(|c| c["State"] == "running").count() == 2
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Gracefully stopping"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("loud-1  | loud"), "{stdout}");
+    assert!(!stdout.contains("hidden"), "a --no-attach service was shown: {stdout}");
+    // Every container was stopped, attached or not; the one with a TERM trap exited cleanly.
+    assert!(p.ps().iter().all(|c| c["State"] == "exited"), "{:?}", p.ps());
+    assert_eq!(p.container("quiet-1")["ExitCode"], 0);
+
+    // An external volume must exist.
+    p.write(
+        r#"
+services:
+  a: {image: IMAGE, command: sleep 1000, volumes: [missing:/data]}
+volumes:
+  missing: {external: true}
+"#,
+    );
+    let up = p.berth(&["up", "-d", "--remove-orphans"]);
+    assert!(!up.status.success());
+    assert!(
+        text(&up.stderr).contains("external volume missing not found"),
+        "{}",
+        text(&up.stderr)
+    );
+}

@@ -80,6 +80,12 @@ pub struct UpArgs {
     /// No prefix in attached mode.
     #[arg(long)]
     pub no_log_prefix: bool,
+    /// Attach to these services only (repeatable).
+    #[arg(long, value_name = "SERVICE")]
+    pub attach: Vec<String>,
+    /// Don't attach to these services (repeatable).
+    #[arg(long, value_name = "SERVICE")]
+    pub no_attach: Vec<String>,
     /// Services to bring up (with their dependencies); default all.
     pub services: Vec<String>,
 }
@@ -255,7 +261,11 @@ pub fn up(cli: &Cli, args: &UpArgs, out: &mut dyn Write) -> Result<i32> {
         return Ok(0);
     }
     drop(_lock);
-    let attached = service_containers(&engine, &project.name, &args.services)?;
+    let mut attached = service_containers(&engine, &project.name, &args.services)?;
+    attached.retain(|c| {
+        let s = service(c).to_string();
+        (args.attach.is_empty() || args.attach.contains(&s)) && !args.no_attach.contains(&s)
+    });
     let levels = ServiceGraph::new(&project)?.stop_levels();
     attach(&engine, &project.name, attached, &levels, args, out)
 }
@@ -312,6 +322,8 @@ fn attach(
             (c, p, i, 0)
         })
         .collect();
+    // Ctrl-C and aborts stop every container of the project, attached or not, as Compose does.
+    let everyone = service_containers(engine, project, &[])?;
     let mut exited = vec![false; followed.len()];
     let mut ending = None;
     let mut interrupts = 0;
@@ -347,12 +359,7 @@ fn attach(
         }
         if abort {
             eprintln!("Aborting on container exit...");
-            stopper = Some(stop_all(
-                engine,
-                &followed_containers(&followed),
-                stop_levels,
-                args.timeout,
-            ));
+            stopper = Some(stop_all(engine, &everyone, stop_levels, args.timeout));
         }
         if all_done {
             break;
@@ -363,12 +370,7 @@ fn attach(
                 eprintln!("Gracefully stopping... (press Ctrl+C again to force)");
                 ending.get_or_insert(Ending::Interrupted);
                 if stopper.is_none() {
-                    stopper = Some(stop_all(
-                        engine,
-                        &followed_containers(&followed),
-                        stop_levels,
-                        args.timeout,
-                    ));
+                    stopper = Some(stop_all(engine, &everyone, stop_levels, args.timeout));
                 }
             } else {
                 for (c, ..) in &followed {
@@ -392,10 +394,6 @@ fn attach(
         (None, Ending::Interrupted) => 130,
         (None, Ending::AllExited) => 0,
     })
-}
-
-fn followed_containers(followed: &[(Container, String, usize, u64)]) -> Vec<Container> {
-    followed.iter().map(|(c, ..)| c.clone()).collect()
 }
 
 /// Stops containers in the background, dependants first, a level at a time.
@@ -1386,6 +1384,8 @@ impl UpArgs {
             timestamps: false,
             no_color: false,
             no_log_prefix: false,
+            attach: Vec::new(),
+            no_attach: Vec::new(),
             services,
         }
     }

@@ -451,6 +451,14 @@ pub fn create_translated(
     image: &ImageInfo,
     mut t: translate::Translated,
 ) -> Result<Container, ReconcileError> {
+    for v in &t.external_volumes {
+        if !translate::volume_dir(engine.root(), v).exists() {
+            return Err(ReconcileError::Invalid {
+                key: format!("services.{service}.volumes"),
+                message: format!("external volume {v} not found"),
+            });
+        }
+    }
     for (volume, target) in &t.volumes {
         create_volume(engine.root(), volume, &project.name)?;
         // As Docker: an empty volume takes the image's content at its mount point.

@@ -63,6 +63,8 @@ pub struct Translated {
     pub host_paths: Vec<PathBuf>,
     /// Mount targets of volumes marked `nocopy`, which are not filled from the image.
     pub no_copy: Vec<String>,
+    /// External volumes (full names), which must exist already.
+    pub external_volumes: Vec<String>,
 }
 
 /// What the translation needs besides the service.
@@ -280,6 +282,7 @@ pub fn translate(
     let mut volumes = Vec::new();
     let mut host_paths = Vec::new();
     let mut no_copy = Vec::new();
+    let mut external_volumes = Vec::new();
     for (i, v) in doc["volumes"].as_array().into_iter().flatten().enumerate() {
         let key = format!("volumes[{i}]");
         let target = v["target"]
@@ -295,7 +298,14 @@ pub fn translate(
                         .map_or_else(|| format!("{}_{s}", project.name), str::to_string),
                     None => anonymous_volume(&project.name, service, number, &target),
                 };
-                volumes.push((full.clone(), target.clone()));
+                let external = v["source"]
+                    .as_str()
+                    .is_some_and(|s| project.canonical["volumes"][s]["external"].as_bool().unwrap_or(false));
+                if external {
+                    external_volumes.push(full.clone());
+                } else {
+                    volumes.push((full.clone(), target.clone()));
+                }
                 if v["volume"]["nocopy"].as_bool().unwrap_or(false) {
                     no_copy.push(target.clone());
                 }
@@ -402,6 +412,7 @@ pub fn translate(
         volumes,
         host_paths,
         no_copy,
+        external_volumes,
     })
 }
 
