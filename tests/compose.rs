@@ -769,3 +769,41 @@ volumes:
         text(&up.stderr)
     );
 }
+
+#[test]
+fn depends_on_restart_follows_the_dependency() {
+    let yaml = |v: &str| {
+        format!(
+            r#"
+services:
+  db: {{image: IMAGE, command: sleep 1000, environment: {{V: "{v}"}}}}
+  app:
+    image: IMAGE
+    command: sleep 1000
+    depends_on: {{db: {{condition: service_started, restart: true}}}}
+"#
+        )
+    };
+    let p = Project::new("restartdep", &yaml("1"));
+    p.ok(&["up", "-d"]);
+    let started = |p: &Project| p.b.inspect(&format!("{}-app-1", p.name))["State"]["StartedAt"].clone();
+    let app_id = p.container("app-1")["ID"].clone();
+    let first = started(&p);
+    p.write(&yaml("2"));
+    assert_eq!(
+        p.ok(&["up", "--dry-run"]),
+        format!(
+            "1. recreate container {0}-db-1 (configuration changed)\n\
+             2. restart container {0}-app-1 (dependency db was recreated) after 1\n",
+            p.name
+        )
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    p.ok(&["up", "-d", "-t", "0"]);
+    assert_eq!(p.container("app-1")["ID"], app_id, "app was recreated, not restarted");
+    let second = started(&p);
+    assert_ne!(first, second, "app was not restarted");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    p.ok(&["restart", "-t", "0", "db"]);
+    assert_ne!(started(&p), second, "restarting db did not restart app");
+}

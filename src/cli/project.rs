@@ -810,7 +810,16 @@ pub fn lifecycle(cli: &Cli, verb: Verb, args: &ServiceArgs) -> Result<i32> {
     let (name, project, mut levels) = project_and_levels(cli)?;
     let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
     let _lock = engine.lock(&name, &|m| eprintln!("{m}"))?;
-    let list = service_containers(&engine, &name, &args.services)?;
+    let mut services = args.services.clone();
+    if let (Verb::Restart, Some(p), false) = (verb, &project, services.is_empty()) {
+        // Compose's `depends_on.<x>.restart: true`: restarting x restarts these too.
+        for (name, svc) in &p.services {
+            if svc.depends_on.iter().any(|(d, c)| c.restart && services.contains(d)) && !services.contains(name) {
+                services.push(name.clone());
+            }
+        }
+    }
+    let list = service_containers(&engine, &name, &services)?;
     if matches!(verb, Verb::Stop | Verb::Pause) {
         levels.reverse();
     }

@@ -363,6 +363,15 @@ impl Runner<'_> {
                 rt.start(&c, StartMode::Detached)?;
                 self.report.line(&format!("Container {}  Started", op.resource));
             }
+            Kind::Restart => {
+                let c = rt.lookup(&op.resource)?;
+                self.engine.stop(&c, self.opts.timeout)?;
+                if !self.opts.no_deps {
+                    wait_dependencies(self.engine, self.project, service, self.report)?;
+                }
+                rt.start(&rt.refresh(&c)?, StartMode::Detached)?;
+                self.report.line(&format!("Container {}  Restarted", op.resource));
+            }
             Kind::Remove => {
                 self.engine.remove(&rt.lookup(&op.resource)?, self.opts.timeout)?;
                 self.report.line(&format!("Container {}  Removed", op.resource));

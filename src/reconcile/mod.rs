@@ -75,6 +75,12 @@ pub fn desired(project: &Project) -> Result<Desired, ReconcileError> {
                 .filter(|d| project.services.contains_key(*d))
                 .map(str::to_string)
                 .collect(),
+            restart_with: svc
+                .depends_on
+                .iter()
+                .filter(|(d, c)| c.restart && project.services.contains_key(*d))
+                .map(|(d, _)| d.clone())
+                .collect(),
             networks,
             volumes,
         });

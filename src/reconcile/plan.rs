@@ -20,6 +20,8 @@ pub struct DesiredService {
     pub hash: String,
     /// Services it needs started first.
     pub dependencies: Vec<String>,
+    /// Dependencies whose recreation restarts it (`depends_on.<x>.restart: true`).
+    pub restart_with: Vec<String>,
     /// Full names of the networks it joins.
     pub networks: Vec<String>,
     /// Full names of the named volumes it mounts.
@@ -69,6 +71,8 @@ pub enum Kind {
     Recreate,
     /// Stop and remove a container.
     Remove,
+    /// Stop and start a container again (the same container).
+    Restart,
 }
 
 impl fmt::Display for Kind {
@@ -80,6 +84,7 @@ impl fmt::Display for Kind {
             Kind::Start => "start container",
             Kind::Recreate => "recreate container",
             Kind::Remove => "remove container",
+            Kind::Restart => "restart container",
         })
     }
 }
@@ -170,6 +175,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: &Options) -> Plan {
     }
     // The last operation that brings each service up, which dependants wait for.
     let mut service_ready: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut recreated: BTreeSet<&str> = BTreeSet::new();
     let wanted: BTreeSet<&str> = desired.services.iter().map(|s| s.name.as_str()).collect();
     for s in &desired.services {
         let replicas = opts.scale.get(&s.name).copied().unwrap_or(s.replicas);
@@ -251,9 +257,14 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: &Options) -> Plan {
                             cause.into(),
                             base.clone(),
                         ));
+                        recreated.insert(&s.name);
                     } else if c.status != Status::Running && !opts.no_start {
                         let cause = format!("{}", c.status);
                         ready.push(push(&mut plan, Kind::Start, (c.name.clone(), n), cause, base.clone()));
+                    } else if let Some(d) = s.restart_with.iter().find(|d| recreated.contains(d.as_str())) {
+                        // Compose's `restart: true`: a running dependant follows its recreated dependency.
+                        let cause = format!("dependency {d} was recreated");
+                        ready.push(push(&mut plan, Kind::Restart, (c.name.clone(), n), cause, base.clone()));
                     }
                 }
             }
@@ -297,6 +308,7 @@ mod tests {
             container_name: None,
             hash: format!("h-{name}"),
             dependencies: deps.iter().map(|d| d.to_string()).collect(),
+            restart_with: Vec::new(),
             networks: vec!["p_default".into()],
             volumes: Vec::new(),
         }
@@ -450,6 +462,27 @@ mod tests {
             plan(&desired(), &observed, &Options::default()).to_string(),
             "1. start container p-db-1 (exited)\n\
              2. start container p-web-1 (created) after 1\n"
+        );
+    }
+
+    #[test]
+    fn a_recreated_dependency_restarts_dependants_that_ask_for_it() {
+        let mut d = desired();
+        d.services[1].restart_with.push("db".into());
+        let mut observed = Observed::default();
+        observed.networks.insert("p_default".into());
+        observed.volumes.insert("p_data".into());
+        observed.containers.push(running("db", 1, "old"));
+        observed.containers.push(running("web", 1, "h-web"));
+        assert_eq!(
+            plan(&d, &observed, &Options::default()).to_string(),
+            "1. recreate container p-db-1 (configuration changed)\n\
+             2. restart container p-web-1 (dependency db was recreated) after 1\n"
+        );
+        // Without `restart: true` web is left alone.
+        assert_eq!(
+            plan(&desired(), &observed, &Options::default()).to_string(),
+            "1. recreate container p-db-1 (configuration changed)\n"
         );
     }
 
