@@ -505,22 +505,13 @@ fn create_container(rt: &Runtime, a: &RunArgs, auto_remove: bool) -> Result<Cont
     if let Some(h) = &c.config.spec.hostname {
         endpoint.names.push(h.clone());
     }
-    let connected = nets.connect(&endpoint).map_err(anyhow::Error::from).and_then(|e| {
-        // Like Docker, the container's own address maps to its hostname.
-        let hostname = c
-            .config
-            .spec
-            .hostname
-            .clone()
-            .unwrap_or_else(|| c.id()[..12].to_string());
-        let own: Vec<(String, String)> = e
-            .attachments
-            .iter()
-            .take(1)
-            .map(|a| (hostname.clone(), a.address.to_string()))
-            .collect();
-        Ok(rt.add_hosts(&c, &own)?)
-    });
+    let connected = nets
+        .connect(&endpoint)
+        .map_err(anyhow::Error::from)
+        .and_then(|e| match e.attachments.first() {
+            Some(a) => Ok(rt.add_own_address(&c, &a.address.to_string())?),
+            None => Ok(()),
+        });
     if let Err(e) = connected {
         let _ = rt.delete(&c, true);
         let _ = nets.disconnect(&endpoint.key);

@@ -380,9 +380,7 @@ impl Networks {
                     continue;
                 };
                 others.insert(net.domain.clone());
-                let done = netns::open(&self.layout.infra(&net.domain))
-                    .and_then(|infra| netns::run_in(&infra, || delete_link(&a.host_ifname)));
-                if let Err(err) = done {
+                if let Err(err) = self.unlink(net, &a.host_ifname) {
                     errors.push(err.to_string());
                 }
             }
@@ -509,9 +507,7 @@ impl Networks {
             let Some(net) = state.networks.get(&a.network) else {
                 continue;
             };
-            let done = netns::open(&self.layout.infra(&net.domain))
-                .and_then(|infra| netns::run_in(&infra, || delete_link(&a.host_ifname)));
-            if let Err(err) = done {
+            if let Err(err) = self.unlink(net, &a.host_ifname) {
                 errors.push(err.to_string());
             }
         }
@@ -519,6 +515,12 @@ impl Networks {
             errors.push(err.to_string());
         }
         errors
+    }
+
+    /// Deletes an endpoint's host-side link from the infra namespace of `net`'s domain.
+    fn unlink(&self, net: &NetworkRecord, host_ifname: &str) -> Result<()> {
+        let infra = netns::open(&self.layout.infra(&net.domain))?;
+        netns::run_in(&infra, || delete_link(host_ifname))
     }
 }
 

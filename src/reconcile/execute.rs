@@ -512,20 +512,8 @@ pub fn create_translated(
     t.spec.network = NetworkSpec::Path(nets.layout().endpoint(&endpoint.key));
     t.spec.resolv_conf = Some(nets.resolv_conf(&endpoint.networks[0].network)?);
     let created = rt.create(t.spec).map_err(ReconcileError::from).and_then(|c| {
-        // Like Docker, the container's own address maps to its host name.
-        let host = c
-            .config
-            .spec
-            .hostname
-            .clone()
-            .unwrap_or_else(|| c.id()[..12].to_string());
-        let own: Vec<(String, String)> = record
-            .attachments
-            .iter()
-            .take(1)
-            .map(|a| (host.clone(), a.address.to_string()))
-            .collect();
-        if let Err(e) = rt.add_hosts(&c, &own) {
+        let own = record.attachments.first().map(|a| a.address.to_string());
+        if let Some(Err(e)) = own.map(|a| rt.add_own_address(&c, &a)) {
             let _ = rt.delete(&c, true);
             return Err(e.into());
         }

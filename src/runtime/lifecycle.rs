@@ -138,6 +138,18 @@ impl Runtime {
         std::fs::write(&path, text).map_err(RuntimeError::io("write", &path))
     }
 
+    /// Maps the container's host name (by default its short id) to `address` in its /etc/hosts,
+    /// as Docker does with the address on its first network.
+    pub fn add_own_address(&self, c: &Container, address: &str) -> Result<()> {
+        let host = c
+            .config
+            .spec
+            .hostname
+            .clone()
+            .unwrap_or_else(|| c.id()[..12].to_string());
+        self.add_hosts(c, &[(host, address.to_string())])
+    }
+
     /// Every container, newest first.
     pub fn list(&self) -> Result<Vec<Container>> {
         let base = self.root.join("containers");
