@@ -9,6 +9,9 @@ fn main() {
     if args.get(1).map(String::as_str) == Some(berth::runtime::supervisor::SUBCOMMAND) {
         std::process::exit(berth::runtime::supervisor::main(&args[2..]));
     }
+    if args.get(1).map(String::as_str) == Some(berth::runtime::copy::SUBCOMMAND) {
+        std::process::exit(berth::runtime::copy::main(&args[2..]));
+    }
     if args.get(1).map(String::as_str) == Some(berth::network::daemon::SUBCOMMAND) {
         std::process::exit(berth::network::daemon::main(&args[2..]));
     }

@@ -807,3 +807,86 @@ services:
     p.ok(&["restart", "-t", "0", "db"]);
     assert_ne!(started(&p), second, "restarting db did not restart app");
 }
+
+#[test]
+fn cp_copies_both_ways_and_stays_inside_the_container() {
+    let p = Project::new("cp", "services:\n  app: {image: IMAGE, command: sleep 1000}\n");
+    p.ok(&["up", "-d"]);
+    // Host to container: a file, then a directory.
+    let host = p.dir.join("hello.txt");
+    std::fs::write(&host, "hello\n").unwrap();
+    p.ok(&["cp", host.to_str().unwrap(), "app:/tmp/"]);
+    assert_eq!(text(&p.exec("app", &["cat", "/tmp/hello.txt"]).stdout), "hello\n");
+    let tree = p.dir.join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/f"), "deep\n").unwrap();
+    p.ok(&["cp", tree.to_str().unwrap(), "app:/tmp/copied"]);
+    assert_eq!(text(&p.exec("app", &["cat", "/tmp/copied/sub/f"]).stdout), "deep\n");
+    // As Docker, the destination's parent must exist.
+    let out = p.berth(&["cp", tree.to_str().unwrap(), "app:/nowhere/copied"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("cannot copy /nowhere/copied"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Container to host, renamed.
+    let back = p.dir.join("back.txt");
+    p.ok(&["cp", "app:/etc/passwd", back.to_str().unwrap()]);
+    assert!(std::fs::read_to_string(&back).unwrap().starts_with("root:"));
+    // A symlink in the container that points at /etc is followed inside the container only.
+    assert!(p.exec("app", &["ln", "-s", "/etc", "/tmp/link"]).status.success());
+    let marker = format!("berth-cp-escape-{}", std::process::id());
+    let evil = p.dir.join(&marker);
+    std::fs::write(&evil, "x").unwrap();
+    p.ok(&["cp", evil.to_str().unwrap(), "app:/tmp/link/"]);
+    assert!(
+        !std::path::Path::new("/etc").join(&marker).exists(),
+        "cp wrote to the host's /etc"
+    );
+    assert!(
+        p.exec("app", &["test", "-f", &format!("/etc/{marker}")])
+            .status
+            .success()
+    );
+    // A stopped container is refused with a clear error.
+    p.ok(&["stop", "-t", "0"]);
+    let out = p.berth(&["cp", "app:/etc/passwd", back.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("running container"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn events_reports_container_changes_as_json_lines() {
+    let p = Project::new("events", "services:\n  app: {image: IMAGE, command: sleep 1000}\n");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "--root",
+            p.b.root.to_str().unwrap(),
+            "-f",
+            p.file.to_str().unwrap(),
+            "-p",
+            &p.name,
+        ])
+        .args(["events", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    p.ok(&["up", "-d"]);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    p.ok(&["stop", "-t", "0"]);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    p.ok(&["rm", "-f"]);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGKILL).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let events: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["create", "start", "die", "destroy"], "{events:?}");
+    assert!(events.iter().all(|e| e["service"] == "app" && e["type"] == "container"));
+    assert_eq!(events[0]["attributes"]["name"], format!("{}-app-1", p.name).as_str());
+}

@@ -94,6 +94,24 @@ pub enum Command {
         /// Services; default all.
         services: Vec<String>,
     },
+    /// Copy files between a service container and the host.
+    Cp {
+        /// Which replica.
+        #[arg(long, default_value_t = 1)]
+        index: u32,
+        /// `SERVICE:PATH` or a host path (`-`: a tar on stdin).
+        src: String,
+        /// A host path (`-`: a tar on stdout) or `SERVICE:PATH`.
+        dest: String,
+    },
+    /// Stream the project's container events.
+    Events {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Services; default all.
+        services: Vec<String>,
+    },
     /// Run a command in a running service container.
     Exec(project::ExecArgs),
     /// Run a one-off command in a new container of a service.
@@ -291,6 +309,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32> {
         Command::Ps(args) => project::ps(cli, args, out),
         Command::Logs(args) => project::logs(cli, args, out),
         Command::Exec(a) => project::exec(cli, a),
+        Command::Cp { index, src, dest } => project::cp(cli, *index, src, dest),
+        Command::Events { json, services } => project::events(cli, *json, services, out),
         Command::Run(a) => project::run(cli, a, out),
         Command::Stop(a) => project::lifecycle(cli, project::Verb::Stop, a),
         Command::Start(a) => project::lifecycle(cli, project::Verb::Start, a),

@@ -1399,3 +1399,186 @@ impl UpArgs {
         }
     }
 }
+
+/// What `events` remembers of a container between two looks.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    status: String,
+    health: Option<String>,
+    restarts: u32,
+}
+
+/// `events [--json] [SERVICES]`: the project's container events as they happen. With no daemon
+/// to publish them, they are observed: the containers' records are read ten times a second and
+/// each change becomes Docker's event (`create`, `start`, `die`, `pause`, `unpause`,
+/// `restart`, `health_status: …`, `destroy`). Runs until interrupted.
+pub fn events(cli: &Cli, json: bool, services: &[String], out: &mut dyn Write) -> Result<i32> {
+    let name = project_name(cli)?;
+    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let mut seen: BTreeMap<String, (Container, Seen)> = BTreeMap::new();
+    let mut first = true;
+    loop {
+        let now: Vec<Container> = engine
+            .containers(&name)?
+            .into_iter()
+            .filter(|c| services.is_empty() || services.iter().any(|s| s == service(c)))
+            .collect();
+        let mut current = BTreeMap::new();
+        for c in now {
+            let s = Seen {
+                status: c.state.status.to_string(),
+                health: execute::health_status(&c),
+                restarts: c.state.restart_count,
+            };
+            let mut actions = Vec::new();
+            match seen.get(c.id()) {
+                None if first => {}
+                None => {
+                    actions.push("create".to_string());
+                    if c.is_running() {
+                        actions.push("start".into());
+                    }
+                }
+                Some((_, old)) => {
+                    if s.restarts > old.restarts {
+                        actions.push("die".into());
+                        actions.push("restart".into());
+                    } else if old.status != s.status {
+                        actions.push(match (old.status.as_str(), s.status.as_str()) {
+                            ("paused", "running") => "unpause".into(),
+                            (_, "paused") => "pause".into(),
+                            (_, "running") => "start".into(),
+                            (_, "exited") | (_, "dead") => "die".into(),
+                            (_, other) => other.to_string(),
+                        });
+                    }
+                    if let Some(h) = &s.health
+                        && old.health.as_ref() != Some(h)
+                    {
+                        actions.push(format!("health_status: {h}"));
+                    }
+                }
+            }
+            for a in actions {
+                write_event(out, json, &c, &a)?;
+            }
+            current.insert(c.id().to_string(), (c, s));
+        }
+        for (id, (c, _)) in &seen {
+            if !current.contains_key(id) {
+                write_event(out, json, c, "destroy")?;
+            }
+        }
+        out.flush()?;
+        seen = current;
+        first = false;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One event line, as Compose prints it (`--json`: one object per line).
+fn write_event(out: &mut dyn Write, json: bool, c: &Container, action: &str) -> Result<()> {
+    let time = jiff::Timestamp::now();
+    let image = &c.config.spec.image;
+    if json {
+        let doc = serde_json::json!({
+            "time": time.to_string(),
+            "type": "container",
+            "action": action,
+            "id": c.id(),
+            "service": service(c),
+            "attributes": {"name": c.name(), "image": image},
+        });
+        writeln!(out, "{doc}")?;
+    } else {
+        writeln!(
+            out,
+            "{time} container {action} {} (image={image}, name={})",
+            c.id(),
+            c.name()
+        )?;
+    }
+    Ok(())
+}
+
+/// `cp [--index N] SRC DEST`: one side is `SERVICE:PATH` (or `CONTAINER:PATH`), the other a host
+/// path (`-` for a tar stream on stdin or stdout), as `docker compose cp`.
+pub fn cp(cli: &Cli, index: u32, src: &str, dest: &str) -> Result<i32> {
+    require_root()?;
+    let name = project_name(cli)?;
+    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let split = |arg: &str| -> Option<(String, String)> {
+        let (who, path) = arg.split_once(':')?;
+        (!who.is_empty() && !who.contains('/')).then(|| (who.to_string(), path.to_string()))
+    };
+    let container = |who: &str| -> Result<Container> {
+        let list = service_containers(&engine, &name, &[])?;
+        let index = index.to_string();
+        if let Some(c) = list
+            .iter()
+            .find(|c| service(c) == who && c.config.spec.labels.get(labels::NUMBER) == Some(&index))
+        {
+            return Ok(c.clone());
+        }
+        Ok(engine.runtime.lookup(who)?)
+    };
+    let base = |p: &str| -> String {
+        std::path::Path::new(p)
+            .file_name()
+            .map_or_else(|| ".".to_string(), |n| n.to_string_lossy().into_owned())
+    };
+    match (split(src), split(dest)) {
+        (Some((who, path)), None) => {
+            let c = container(&who)?;
+            if dest == "-" {
+                engine
+                    .runtime
+                    .copy_out(&c, &path, &base(&path), &mut std::io::stdout().lock())?;
+                return Ok(0);
+            }
+            let host = std::path::Path::new(dest);
+            let (dir, top) = if host.is_dir() {
+                (host.to_path_buf(), base(&path))
+            } else {
+                let parent = host
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."));
+                (parent.to_path_buf(), base(dest))
+            };
+            if !dir.is_dir() {
+                bail!("{}: no such directory", dir.display());
+            }
+            let mut buf = Vec::new();
+            engine.runtime.copy_out(&c, &path, &top, &mut buf)?;
+            let mut archive = tar::Archive::new(buf.as_slice());
+            archive.set_preserve_permissions(true);
+            archive.set_overwrite(true);
+            // unpack keeps every entry inside `dir`, whatever the container put in the stream.
+            archive
+                .unpack(&dir)
+                .with_context(|| format!("copy into {}", dir.display()))?;
+            Ok(0)
+        }
+        (None, Some((who, path))) => {
+            let c = container(&who)?;
+            if src == "-" {
+                engine.runtime.copy_in(&c, &path, &mut std::io::stdin().lock())?;
+                return Ok(0);
+            }
+            let host = std::path::Path::new(src);
+            let meta = std::fs::symlink_metadata(host).with_context(|| format!("copy {src}"))?;
+            let mut tar = tar::Builder::new(Vec::new());
+            tar.follow_symlinks(false);
+            if meta.is_dir() {
+                tar.append_dir_all(base(src), host)?;
+            } else {
+                tar.append_path_with_name(host, base(src))?;
+            }
+            let bytes = tar.into_inner()?;
+            engine.runtime.copy_in(&c, &path, &mut bytes.as_slice())?;
+            Ok(0)
+        }
+        _ => bail!("cp needs one SERVICE:PATH (or CONTAINER:PATH) and one host path"),
+    }
+}

@@ -6,6 +6,14 @@ use std::path::PathBuf;
 /// An error from the container runtime layer.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// Copying into or out of a container failed.
+    #[error("cannot copy {path}: {reason}")]
+    Copy {
+        /// The path in the container.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// A file-system operation failed on a path.
     // The cause is part of the message and deliberately not a `source`: callers print the message
     // (to clients, logs and error frames), and a chain would repeat it.

@@ -3,6 +3,7 @@
 
 pub mod cgroup;
 pub mod control;
+pub mod copy;
 pub mod error;
 pub mod health;
 pub mod lifecycle;
