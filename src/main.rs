@@ -34,6 +34,13 @@ fn main() {
             drop(out);
             std::process::exit(code)
         }
+        // A closed pipe (`berth ps | head`) ends the output quietly, as SIGPIPE would.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            std::process::exit(141)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::exit(1);

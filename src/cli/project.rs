@@ -1414,6 +1414,9 @@ struct Seen {
 /// `restart`, `health_status: …`, `destroy`). Runs until interrupted.
 pub fn events(cli: &Cli, json: bool, services: &[String], out: &mut dyn Write) -> Result<i32> {
     let name = project_name(cli)?;
+    if let Some(s) = services.iter().find(|s| !is_service(cli, s)) {
+        bail!("no such service: {s}");
+    }
     let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
     let mut seen: BTreeMap<String, (Container, Seen)> = BTreeMap::new();
     let mut first = true;
