@@ -254,3 +254,22 @@ fn up_dry_run_prints_the_plan_for_an_empty_state() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --scale"));
     assert!(!dir.0.join("state").exists(), "a dry run changed the state root");
 }
+
+#[test]
+fn a_project_named_on_the_command_line_alone_must_be_a_valid_name() {
+    let dir = TempDir::new("badname");
+    let root = dir.0.join("state").to_string_lossy().into_owned();
+    for args in [
+        vec!["--root", &root, "-p", "../../etc", "ps"],
+        vec!["--root", &root, "-p", "Upper", "logs"],
+    ] {
+        let out = berth(&dir.0, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("invalid project name"), "{err}");
+    }
+    // Without a compose file and without -p there is nothing to act on.
+    let out = berth(&dir.0, &["--root", &root, "ps"]);
+    assert!(!out.status.success());
+    assert!(!dir.0.join("state/projects").exists(), "a refused command wrote a lock");
+}

@@ -440,9 +440,7 @@ pub fn down(cli: &Cli, args: &DownArgs, out: &mut dyn Write) -> Result<i32> {
             loaded = Some(project);
             (name, levels, volumes)
         }
-        Err(e) if is_not_found(&e) && cli.project_name.is_some() => {
-            (cli.project_name.clone().unwrap_or_default(), Vec::new(), Vec::new())
-        }
+        Err(e) if is_not_found(&e) && cli.project_name.is_some() => (flag_project_name(cli)?, Vec::new(), Vec::new()),
         Err(e) => return Err(e),
     };
     let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
@@ -461,6 +459,17 @@ pub fn down(cli: &Cli, args: &DownArgs, out: &mut dyn Write) -> Result<i32> {
     Ok(0)
 }
 
+/// The `-p` name, when there is no compose file to load, checked as the loader checks it.
+fn flag_project_name(cli: &Cli) -> Result<String> {
+    let name = cli.project_name.clone().unwrap_or_default();
+    if !crate::compose::is_valid_project_name(&name) {
+        bail!(
+            "invalid project name {name:?}: it must contain only lowercase letters, digits, dashes and underscores, and start with a letter or digit"
+        );
+    }
+    Ok(name)
+}
+
 /// Whether loading failed only because there is no compose file.
 fn is_not_found(e: &anyhow::Error) -> bool {
     matches!(e.downcast_ref::<LoadError>(), Some(LoadError::NotFound { .. }))
@@ -470,7 +479,7 @@ fn is_not_found(e: &anyhow::Error) -> bool {
 fn project_name(cli: &Cli) -> Result<String> {
     match load(cli, &[]) {
         Ok(p) => Ok(p.name),
-        Err(e) if is_not_found(&e) && cli.project_name.is_some() => Ok(cli.project_name.clone().unwrap_or_default()),
+        Err(e) if is_not_found(&e) && cli.project_name.is_some() => flag_project_name(cli),
         Err(e) => Err(e),
     }
 }
@@ -777,9 +786,7 @@ fn project_and_levels(cli: &Cli) -> Result<(String, Option<Project>, Vec<Vec<Str
             let levels = ServiceGraph::new(&p)?.start_levels();
             Ok((p.name.clone(), Some(p), levels))
         }
-        Err(e) if is_not_found(&e) && cli.project_name.is_some() => {
-            Ok((cli.project_name.clone().unwrap_or_default(), None, Vec::new()))
-        }
+        Err(e) if is_not_found(&e) && cli.project_name.is_some() => Ok((flag_project_name(cli)?, None, Vec::new())),
         Err(e) => Err(e),
     }
 }
