@@ -61,6 +61,18 @@ impl Project {
         self.b.berth(&all)
     }
 
+    /// `berth -f FILE -p NAME ARGS` as a command to spawn, for tests that signal it.
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.arg("--root")
+            .arg(&self.b.root)
+            .arg("-f")
+            .arg(&self.file)
+            .args(["-p", &self.name]);
+        cmd.args(args);
+        cmd
+    }
+
     /// Runs it and returns stdout, failing the test on a non-zero exit.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.berth(args);
@@ -393,18 +405,8 @@ fn an_up_killed_halfway_converges_on_the_next_one() {
         .map(|i| format!("  s{i}: {{image: IMAGE, command: sleep 1000}}\n"))
         .collect::<String>();
     let p = Project::new("killed", &format!("services:\n{yaml}"));
-    let file = p.dir.join("compose.yaml");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args([
-            "--root",
-            p.b.root.to_str().unwrap(),
-            "-f",
-            file.to_str().unwrap(),
-            "-p",
-            &p.name,
-            "up",
-            "-d",
-        ])
+    let mut child = p
+        .command(&["up", "-d"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -719,16 +721,8 @@ services:
     command: sh -c 'echo hidden; trap "exit 0" TERM; sleep 1000 & wait'
 "#,
     );
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args([
-            "--root",
-            p.b.root.to_str().unwrap(),
-            "-f",
-            p.file.to_str().unwrap(),
-            "-p",
-            &p.name,
-        ])
-        .args(["up", "--no-attach", "quiet", "--no-color"])
+    let child = p
+        .command(&["up", "--no-attach", "quiet", "--no-color"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -859,16 +853,8 @@ fn cp_copies_both_ways_and_stays_inside_the_container() {
 #[test]
 fn events_reports_container_changes_as_json_lines() {
     let p = Project::new("events", "services:\n  app: {image: IMAGE, command: sleep 1000}\n");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args([
-            "--root",
-            p.b.root.to_str().unwrap(),
-            "-f",
-            p.file.to_str().unwrap(),
-            "-p",
-            &p.name,
-        ])
-        .args(["events", "--json"])
+    let child = p
+        .command(&["events", "--json"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
