@@ -7,6 +7,7 @@ pub mod copy;
 pub mod error;
 pub mod health;
 pub mod lifecycle;
+pub mod memory;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;

@@ -557,6 +557,8 @@ impl Supervisor {
     }
 
     fn event_loop(&mut self) {
+        // Start-up is over: keep only the code the loop runs (see memory.rs).
+        super::memory::shed_file_pages();
         while !self.done {
             let timeout = self.next_timeout();
             let mut tokens = Vec::new();
@@ -883,6 +885,8 @@ impl Supervisor {
         );
         h.due = Some(Instant::now() + h.check.next_delay(record.status, m.started.elapsed()));
         let _ = self.dir.write_state(&self.state);
+        // Starting the probe brought the spawn code back; the loop does not need it resident.
+        super::memory::shed_file_pages();
     }
 
     fn should_restart(&self, code: i32) -> bool {
@@ -1318,6 +1322,7 @@ impl Supervisor {
             }
             *slot = None;
         }
+        super::memory::shed_file_pages();
     }
 }
 
