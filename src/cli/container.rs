@@ -520,18 +520,9 @@ fn create_container(rt: &Runtime, a: &RunArgs, auto_remove: bool) -> Result<Cont
     Ok(c)
 }
 
-/// `--network container:NAME`: the other container's namespace (compose's `network_mode:
-/// container:x` and `service:x`): its endpoint's kept namespace, the host's, or its live process's.
+/// `--network container:NAME`: the other container's namespace.
 fn shared_netns(rt: &Runtime, name: &str) -> Result<NetworkSpec> {
-    let c = rt.lookup(name)?;
-    Ok(match &c.config.spec.network {
-        NetworkSpec::Path(p) => NetworkSpec::Path(p.clone()),
-        NetworkSpec::Host => NetworkSpec::Host,
-        NetworkSpec::None => match c.state.pid {
-            Some(pid) if c.is_running() => NetworkSpec::Path(PathBuf::from(format!("/proc/{pid}/ns/net"))),
-            _ => bail!("cannot join the network namespace of {name}: it is not running"),
-        },
-    })
+    Ok(rt.lookup(name)?.shared_network()?)
 }
 
 /// Removes the endpoints of `container run` whose container is gone (a detached `--rm` one
@@ -646,9 +637,7 @@ fn build_spec(a: &RunArgs, rt: &Runtime) -> Result<ContainerSpec> {
         }
     }
     for e in a.env.iter().map(|e| env_entry(e)) {
-        let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k).to_string();
-        env.retain(|x| x.split_once('=').map_or(x.as_str(), |(k, _)| k) != key);
-        env.push(e);
+        crate::runtime::process::set_env(&mut env, e);
     }
     let entrypoint = a.entrypoint.as_ref().map(|e| vec![e.clone()]);
     let args = crate::runtime::process::combine_command(
@@ -729,14 +718,7 @@ fn build_spec(a: &RunArgs, rt: &Runtime) -> Result<ContainerSpec> {
     spec.security.cap_add = a.cap_add.clone();
     spec.security.cap_drop = a.cap_drop.clone();
     for o in &a.security_opt {
-        match o.as_str() {
-            "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true" => {
-                spec.security.no_new_privileges = true
-            }
-            "no-new-privileges:false" | "no-new-privileges=false" => spec.security.no_new_privileges = false,
-            "seccomp=unconfined" | "seccomp:unconfined" => spec.security.seccomp_unconfined = true,
-            other => bail!("unsupported security option {other:?}"),
-        }
+        spec.security.apply_option(o).map_err(|e| anyhow!(e))?;
     }
     for s in &a.sysctl {
         let (k, v) = s.split_once('=').ok_or_else(|| anyhow!("invalid sysctl {s:?}"))?;

@@ -401,7 +401,7 @@ pub fn render_config(project: &Project, args: &ConfigArgs) -> Result<String> {
         let images = project
             .services
             .iter()
-            .map(|(name, svc)| svc.image.clone().unwrap_or_else(|| format!("{}-{name}", project.name)))
+            .map(|(name, _)| project.image_of(name))
             .collect();
         return Ok(lines(images));
     }

@@ -183,6 +183,11 @@ fn require_root() -> Result<()> {
     Ok(())
 }
 
+/// The engine under the state root.
+fn engine(cli: &Cli) -> Result<Engine> {
+    Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))
+}
+
 /// Loads the project with `services` selected.
 fn load(cli: &Cli, services: &[String]) -> Result<Project> {
     let opts = cli.load_options(std::env::vars(), services, true)?;
@@ -230,7 +235,7 @@ pub fn up(cli: &Cli, args: &UpArgs, out: &mut dyn Write) -> Result<i32> {
     {
         bail!("invalid --exit-code-from {s:?}: no such service");
     }
-    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let engine = engine(cli)?;
     let _lock = engine.lock(&project.name, &|m| eprintln!("{m}"))?;
     let observed = observed::observe(&cli.root, &project.name)?;
     let plan = plan::plan(&desired, &observed, &options);
@@ -297,12 +302,7 @@ fn attach(
     mask.add(Signal::SIGTERM);
     mask.thread_block()?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
-    let short = |c: &Container| {
-        c.name()
-            .strip_prefix(&format!("{project}-"))
-            .unwrap_or(c.name())
-            .to_string()
-    };
+    let short = |c: &Container| short_name(project, c);
     let names: Vec<String> = containers.iter().map(short).collect();
     eprintln!("Attaching to {}", names.join(", "));
     let width = names.iter().map(String::len).max().unwrap_or(0);
@@ -427,23 +427,13 @@ fn stop_all(
 /// found by their labels.
 pub fn down(cli: &Cli, args: &DownArgs, out: &mut dyn Write) -> Result<i32> {
     require_root()?;
-    let mut loaded = None;
-    let (name, levels, volumes) = match load(cli, &[]) {
-        Ok(project) => {
-            let levels = ServiceGraph::new(&project)?.stop_levels();
-            let volumes = if args.volumes {
-                reconcile::desired(&project)?.volumes
-            } else {
-                Vec::new()
-            };
-            let name = project.name.clone();
-            loaded = Some(project);
-            (name, levels, volumes)
-        }
-        Err(e) if is_not_found(&e) && cli.project_name.is_some() => (flag_project_name(cli)?, Vec::new(), Vec::new()),
-        Err(e) => return Err(e),
+    let (name, loaded, mut levels) = project_and_levels(cli)?;
+    levels.reverse();
+    let volumes = match &loaded {
+        Some(p) if args.volumes => reconcile::desired(p)?.volumes,
+        _ => Vec::new(),
     };
-    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let engine = engine(cli)?;
     let _lock = engine.lock(&name, &|m| eprintln!("{m}"))?;
     // Without the file every container counts as the project's own.
     let remove_orphans = args.remove_orphans || levels.is_empty();
@@ -475,45 +465,44 @@ fn is_not_found(e: &anyhow::Error) -> bool {
     matches!(e.downcast_ref::<LoadError>(), Some(LoadError::NotFound { .. }))
 }
 
-/// The project's name: from the files, or `-p` when there are none.
-fn project_name(cli: &Cli) -> Result<String> {
+/// The project and its name; without a compose file, only the name `-p` gives.
+fn project_or_name(cli: &Cli) -> Result<(String, Option<Project>)> {
     match load(cli, &[]) {
-        Ok(p) => Ok(p.name),
-        Err(e) if is_not_found(&e) && cli.project_name.is_some() => flag_project_name(cli),
+        Ok(p) => Ok((p.name.clone(), Some(p))),
+        Err(e) if is_not_found(&e) && cli.project_name.is_some() => Ok((flag_project_name(cli)?, None)),
         Err(e) => Err(e),
     }
+}
+
+/// The project's name: from the files, or `-p` when there are none.
+fn project_name(cli: &Cli) -> Result<String> {
+    Ok(project_or_name(cli)?.0)
 }
 
 /// The project's containers of the given services (all when empty), one-off ones left out.
 fn service_containers(engine: &Engine, project: &str, services: &[String]) -> Result<Vec<Container>> {
     let list = engine.containers(project)?;
-    for s in services {
-        if !list.iter().any(|c| service(c) == s) {
-            let all = load_services(&list);
-            if !all.contains(s) {
-                bail!("no such service: {s}");
-            }
-        }
+    if let Some(s) = services.iter().find(|s| !list.iter().any(|c| service(c) == s.as_str())) {
+        bail!("no such service: {s}");
     }
     Ok(list
         .into_iter()
-        .filter(|c| c.config.spec.labels.get(labels::ONEOFF).map(String::as_str) != Some("True"))
+        .filter(|c| !labels::is_one_off(c))
         .filter(|c| services.is_empty() || services.iter().any(|s| s == service(c)))
         .collect())
 }
 
-fn load_services(list: &[Container]) -> Vec<String> {
-    list.iter().map(|c| service(c).to_string()).collect()
-}
+use labels::service;
 
-fn service(c: &Container) -> &str {
-    c.config.spec.labels.get(labels::SERVICE).map_or("", String::as_str)
+/// The container of replica `index` of `svc` in `list`.
+fn replica<'a>(list: &'a [Container], svc: &str, index: u32) -> Option<&'a Container> {
+    list.iter().find(|c| service(c) == svc && labels::number(c) == index)
 }
 
 /// `berth ps`.
 pub fn ps(cli: &Cli, args: &PsArgs, out: &mut dyn Write) -> Result<i32> {
     let name = project_name(cli)?;
-    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let engine = engine(cli)?;
     let mut list = service_containers(&engine, &name, &args.service)?;
     let mut statuses = args.status.clone();
     for f in &args.filter {
@@ -564,6 +553,7 @@ pub fn ps(cli: &Cli, args: &PsArgs, out: &mut dyn Write) -> Result<i32> {
     };
     if args.format == "json" {
         for c in &list {
+            let publishers = publishers(c);
             let networks: Vec<String> = c
                 .config
                 .spec
@@ -577,7 +567,7 @@ pub fn ps(cli: &Cli, args: &PsArgs, out: &mut dyn Write) -> Result<i32> {
                 "Command": command_text(c, true),
                 "CreatedAt": c.config.created,
                 "ExitCode": c.state.exit_code.unwrap_or(0),
-                "Health": execute::health_status(c).unwrap_or_default(),
+                "Health": execute::health_status(c).map(|h| h.to_string()).unwrap_or_default(),
                 "ID": c.id(),
                 "Image": c.config.spec.image,
                 "Labels": labels.join(","),
@@ -586,9 +576,9 @@ pub fn ps(cli: &Cli, args: &PsArgs, out: &mut dyn Write) -> Result<i32> {
                 "Name": c.name(),
                 "Names": c.name(),
                 "Networks": networks.join(","),
-                "Ports": ports_text(&publishers(c)),
+                "Ports": ports_text(&publishers),
                 "Project": name,
-                "Publishers": publishers(c),
+                "Publishers": publishers,
                 "RunningFor": format!("{} ago", human_duration(since(&c.config.created))),
                 "Service": service(c),
                 "Size": "0B",
@@ -643,10 +633,10 @@ fn ports_text(publishers: &[serde_json::Value]) -> String {
 /// `berth logs`: every container's log, merged in time order, prefixed with its name.
 pub fn logs(cli: &Cli, args: &LogsArgs, out: &mut dyn Write) -> Result<i32> {
     let name = project_name(cli)?;
-    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let engine = engine(cli)?;
     let mut list = service_containers(&engine, &name, &args.services)?;
     if let Some(i) = args.index {
-        list.retain(|c| c.config.spec.labels.get(labels::NUMBER) == Some(&i.to_string()));
+        list.retain(|c| labels::number(c) == i);
     }
     let since = args.since.as_deref().map(|s| parse_time("since", s)).transpose()?;
     let until = args.until.as_deref().map(|s| parse_time("until", s)).transpose()?;
@@ -654,12 +644,7 @@ pub fn logs(cli: &Cli, args: &LogsArgs, out: &mut dyn Write) -> Result<i32> {
         "all" | "-1" => None,
         n => Some(n.parse::<usize>().map_err(|_| anyhow!("invalid --tail {n:?}"))?),
     };
-    let prefix_of = |c: &Container| {
-        c.name()
-            .strip_prefix(&format!("{name}-"))
-            .unwrap_or(c.name())
-            .to_string()
-    };
+    let prefix_of = |c: &Container| short_name(&name, c);
     let width = list.iter().map(|c| prefix_of(c).len()).max().unwrap_or(0);
     let color = !args.no_color && nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
     let printer = LogPrinter {
@@ -698,6 +683,14 @@ pub fn logs(cli: &Cli, args: &LogsArgs, out: &mut dyn Write) -> Result<i32> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A container's name without its project's prefix, as log lines show it (`web-1`).
+fn short_name(project: &str, c: &Container) -> String {
+    c.name()
+        .strip_prefix(&format!("{project}-"))
+        .unwrap_or(c.name())
+        .to_string()
 }
 
 /// How `logs` writes records.
@@ -781,14 +774,12 @@ pub enum Verb {
 /// The project, its name and its start levels; without a compose file (`-p NAME` only), one
 /// level of whatever services its containers have.
 fn project_and_levels(cli: &Cli) -> Result<(String, Option<Project>, Vec<Vec<String>>)> {
-    match load(cli, &[]) {
-        Ok(p) => {
-            let levels = ServiceGraph::new(&p)?.start_levels();
-            Ok((p.name.clone(), Some(p), levels))
-        }
-        Err(e) if is_not_found(&e) && cli.project_name.is_some() => Ok((flag_project_name(cli)?, None, Vec::new())),
-        Err(e) => Err(e),
-    }
+    let (name, project) = project_or_name(cli)?;
+    let levels = match &project {
+        Some(p) => ServiceGraph::new(p)?.start_levels(),
+        None => Vec::new(),
+    };
+    Ok((name, project, levels))
 }
 
 /// Groups containers by levels of services; containers of services in no level go last.
@@ -815,7 +806,7 @@ fn leveled<'a>(containers: &'a [Container], levels: &[Vec<String>]) -> Vec<Vec<&
 pub fn lifecycle(cli: &Cli, verb: Verb, args: &ServiceArgs) -> Result<i32> {
     require_root()?;
     let (name, project, mut levels) = project_and_levels(cli)?;
-    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let engine = engine(cli)?;
     let _lock = engine.lock(&name, &|m| eprintln!("{m}"))?;
     let mut services = args.services.clone();
     if let (Verb::Restart, Some(p), false) = (verb, &project, services.is_empty()) {
@@ -893,7 +884,7 @@ pub fn kill(cli: &Cli, signal: &str, services: &[String]) -> Result<i32> {
     require_root()?;
     let sig = crate::runtime::process::parse_signal(signal).map_err(|e| anyhow!(e))?;
     let name = project_name(cli)?;
-    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let engine = engine(cli)?;
     let list = service_containers(&engine, &name, services)?;
     let running: Vec<&Container> = list.iter().filter(|c| c.is_running()).collect();
     let results = down::in_levels(vec![running], |c| {
@@ -908,7 +899,7 @@ pub fn kill(cli: &Cli, signal: &str, services: &[String]) -> Result<i32> {
 pub fn rm(cli: &Cli, stop: bool, volumes: bool, services: &[String]) -> Result<i32> {
     require_root()?;
     let name = project_name(cli)?;
-    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let engine = engine(cli)?;
     let _lock = engine.lock(&name, &|m| eprintln!("{m}"))?;
     let list = service_containers(&engine, &name, services)?;
     let chosen: Vec<&Container> = list.iter().filter(|c| stop || !c.is_running()).collect();
@@ -923,7 +914,9 @@ pub fn rm(cli: &Cli, stop: bool, volumes: bool, services: &[String]) -> Result<i
                 // Only anonymous volumes go with their container, as with Compose's `rm -v`.
                 if let crate::runtime::MountKind::Volume { source } = &m.kind
                     && let Some(dir) = source.parent()
-                    && dir.file_name().is_some_and(|n| n.to_string_lossy().contains("_anon_"))
+                    && dir
+                        .file_name()
+                        .is_some_and(|n| crate::reconcile::translate::is_anonymous_volume(&n.to_string_lossy()))
                 {
                     let _ = std::fs::remove_dir_all(dir);
                 }
@@ -939,7 +932,7 @@ pub fn rm(cli: &Cli, stop: bool, volumes: bool, services: &[String]) -> Result<i
 pub fn top(cli: &Cli, services: &[String], out: &mut dyn Write) -> Result<i32> {
     require_root()?;
     let name = project_name(cli)?;
-    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let engine = engine(cli)?;
     for c in service_containers(&engine, &name, services)?
         .iter()
         .filter(|c| c.is_running())
@@ -954,12 +947,9 @@ pub fn top(cli: &Cli, services: &[String], out: &mut dyn Write) -> Result<i32> {
 /// `port SERVICE PRIVATE_PORT`: the host address a container port is published on.
 pub fn port(cli: &Cli, svc: &str, private: u16, protocol: &str, index: u32, out: &mut dyn Write) -> Result<i32> {
     let name = project_name(cli)?;
-    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let engine = engine(cli)?;
     let list = service_containers(&engine, &name, &[svc.to_string()])?;
-    let c = list
-        .iter()
-        .find(|c| c.config.spec.labels.get(labels::NUMBER).map(String::as_str) == Some(&index.to_string()))
-        .ok_or_else(|| anyhow!("service {svc} has no container with index {index}"))?;
+    let c = replica(&list, svc, index).ok_or_else(|| anyhow!("service {svc} has no container with index {index}"))?;
     let endpoints = engine.networks.state()?.endpoints;
     let found = c
         .config
@@ -985,7 +975,7 @@ pub fn port(cli: &Cli, svc: &str, private: u16, protocol: &str, index: u32, out:
 pub fn wait(cli: &Cli, services: &[String], out: &mut dyn Write) -> Result<i32> {
     require_root()?;
     let name = project_name(cli)?;
-    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let engine = engine(cli)?;
     let mut last = 0;
     for c in service_containers(&engine, &name, services)? {
         last = engine.runtime.wait(&c)?;
@@ -1072,12 +1062,9 @@ pub struct ExecArgs {
 pub fn exec(cli: &Cli, args: &ExecArgs) -> Result<i32> {
     require_root()?;
     let name = project_name(cli)?;
-    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let engine = engine(cli)?;
     let list = service_containers(&engine, &name, std::slice::from_ref(&args.service))?;
-    let index = args.index.to_string();
-    let c = list
-        .iter()
-        .find(|c| c.config.spec.labels.get(labels::NUMBER) == Some(&index))
+    let c = replica(&list, &args.service, args.index)
         .ok_or_else(|| anyhow!("service {} has no container with index {}", args.service, args.index))?;
     if !c.is_running() {
         bail!("container {} is not running", c.name());
@@ -1154,7 +1141,7 @@ pub fn run(cli: &Cli, args: &RunArgs, out: &mut dyn Write) -> Result<i32> {
         .services
         .get(&args.service)
         .ok_or_else(|| anyhow!("no such service: {}", args.service))?;
-    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let engine = engine(cli)?;
     let deps: Vec<String> = svc.dependencies().iter().map(|s| s.to_string()).collect();
     {
         let _lock = engine.lock(&project.name, &|m| eprintln!("{m}"))?;
@@ -1288,10 +1275,7 @@ fn service_images(project: &Project, services: &[String]) -> Vec<(String, String
         .services
         .iter()
         .filter(|(name, _)| services.is_empty() || services.contains(name))
-        .map(|(name, svc)| match &svc.image {
-            Some(i) => (name.clone(), i.clone(), false),
-            None => (name.clone(), format!("{}-{name}", project.name), true),
-        })
+        .map(|(name, svc)| (name.clone(), project.image_of(name), svc.image.is_none()))
         .collect()
 }
 
@@ -1411,7 +1395,7 @@ impl UpArgs {
 #[derive(Debug, Clone, PartialEq)]
 struct Seen {
     status: String,
-    health: Option<String>,
+    health: Option<crate::runtime::health::HealthStatus>,
     restarts: u32,
 }
 
@@ -1420,11 +1404,14 @@ struct Seen {
 /// each change becomes Docker's event (`create`, `start`, `die`, `pause`, `unpause`,
 /// `restart`, `health_status: …`, `destroy`). Runs until interrupted.
 pub fn events(cli: &Cli, json: bool, services: &[String], out: &mut dyn Write) -> Result<i32> {
-    let name = project_name(cli)?;
-    if let Some(s) = services.iter().find(|s| !is_service(cli, s)) {
+    let (name, project) = project_or_name(cli)?;
+    if let Some(s) = services
+        .iter()
+        .find(|s| project.as_ref().is_some_and(|p| !p.services.contains_key(*s)))
+    {
         bail!("no such service: {s}");
     }
-    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let engine = engine(cli)?;
     let mut seen: BTreeMap<String, (Container, Seen)> = BTreeMap::new();
     let mut first = true;
     loop {
@@ -1462,8 +1449,8 @@ pub fn events(cli: &Cli, json: bool, services: &[String], out: &mut dyn Write) -
                             (_, other) => other.to_string(),
                         });
                     }
-                    if let Some(h) = &s.health
-                        && old.health.as_ref() != Some(h)
+                    if let Some(h) = s.health
+                        && old.health != Some(h)
                     {
                         actions.push(format!("health_status: {h}"));
                     }
@@ -1516,18 +1503,14 @@ fn write_event(out: &mut dyn Write, json: bool, c: &Container, action: &str) -> 
 pub fn cp(cli: &Cli, index: u32, src: &str, dest: &str) -> Result<i32> {
     require_root()?;
     let name = project_name(cli)?;
-    let engine = Engine::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
+    let engine = engine(cli)?;
     let split = |arg: &str| -> Option<(String, String)> {
         let (who, path) = arg.split_once(':')?;
         (!who.is_empty() && !who.contains('/')).then(|| (who.to_string(), path.to_string()))
     };
     let container = |who: &str| -> Result<Container> {
         let list = service_containers(&engine, &name, &[])?;
-        let index = index.to_string();
-        if let Some(c) = list
-            .iter()
-            .find(|c| service(c) == who && c.config.spec.labels.get(labels::NUMBER) == Some(&index))
-        {
+        if let Some(c) = replica(&list, who, index) {
             return Ok(c.clone());
         }
         Ok(engine.runtime.lookup(who)?)

@@ -150,6 +150,14 @@ impl Project {
         })
     }
 
+    /// The image a service runs: its `image`, or the name a build gives it, `<project>-<service>`.
+    pub fn image_of(&self, service: &str) -> String {
+        match self.services.get(service).and_then(|s| s.image.as_ref()) {
+            Some(i) => i.clone(),
+            None => format!("{}-{service}", self.name),
+        }
+    }
+
     /// Service names in file order.
     pub fn service_names(&self) -> impl Iterator<Item = &str> {
         self.services.keys().map(String::as_str)

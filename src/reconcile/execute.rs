@@ -21,6 +21,7 @@ use crate::image::reference::Reference;
 use crate::image::store::Store;
 use crate::network::ipam::parse_prefix;
 use crate::network::{NetworkConfig, Networks};
+use crate::runtime::health::HealthStatus;
 use crate::runtime::state::FileLock;
 use crate::runtime::{Container, NetworkSpec, Runtime, StartMode};
 
@@ -73,6 +74,17 @@ impl Engine {
         Ok(list)
     }
 
+    /// The containers of one service of a project, one-off ones left out, by replica number.
+    pub fn service_containers(&self, project: &str, service: &str) -> Result<Vec<Container>, ReconcileError> {
+        let mut list: Vec<Container> = self
+            .containers(project)?
+            .into_iter()
+            .filter(|c| labels::service(c) == service && !labels::is_one_off(c))
+            .collect();
+        list.sort_by_key(labels::number);
+        Ok(list)
+    }
+
     /// Stops (signal, grace, then SIGKILL), removes a container and its endpoint.
     pub fn remove(&self, c: &Container, timeout: Option<u64>) -> Result<(), ReconcileError> {
         self.remove_container(c, timeout)?;
@@ -85,10 +97,8 @@ impl Engine {
     /// Stops and removes a container, leaving its endpoint to the caller (`down` tears the whole
     /// network domain down at once instead).
     pub fn remove_container(&self, c: &Container, timeout: Option<u64>) -> Result<(), ReconcileError> {
-        let spec = &c.config.spec;
         if c.is_running() {
-            let grace = timeout.unwrap_or_else(|| spec.stop_timeout_or_default());
-            self.runtime.stop(c, spec.stop_signal_or_default() as i32, grace)?;
+            self.stop(c, timeout)?;
         }
         self.runtime.delete(&self.runtime.refresh(c)?, true)?;
         Ok(())
@@ -269,9 +279,7 @@ pub fn resolve_image(
     report: &dyn Report,
 ) -> Result<ImageInfo, ReconcileError> {
     let doc = &project.canonical["services"][service];
-    let name = doc["image"]
-        .as_str()
-        .map_or_else(|| format!("{}-{service}", project.name), str::to_string);
+    let name = project.image_of(service);
     let policy = pull
         .map(str::to_string)
         .or_else(|| doc["pull_policy"].as_str().map(str::to_string))
@@ -491,16 +499,15 @@ pub fn create_translated(
         NetMode::Endpoint | NetMode::Host | NetMode::None => {}
         NetMode::Service(s) => {
             let first = engine
-                .containers(&project.name)?
+                .service_containers(&project.name, s)?
                 .into_iter()
-                .filter(|c| c.config.spec.labels.get(labels::SERVICE).map(String::as_str) == Some(s.as_str()))
-                .min_by_key(|c| c.config.spec.labels.get(labels::NUMBER).cloned())
+                .next()
                 .ok_or_else(|| {
                     ReconcileError::Dependency(format!("service {s} has no container to share its network"))
                 })?;
-            t.spec.network = shared_netns(&first)?;
+            t.spec.network = first.shared_network()?;
         }
-        NetMode::Container(c) => t.spec.network = shared_netns(&rt.lookup(c)?)?,
+        NetMode::Container(c) => t.spec.network = rt.lookup(c)?.shared_network()?,
     }
     let Some(endpoint) = &t.endpoint else {
         return Ok(rt.create(t.spec)?);
@@ -545,10 +552,9 @@ fn volumes_from(
             None => {
                 let (s, mode) = entry.split_once(':').unwrap_or((entry, "rw"));
                 let first = engine
-                    .containers(&project.name)?
+                    .service_containers(&project.name, s)?
                     .into_iter()
-                    .filter(|c| c.config.spec.labels.get(labels::SERVICE).map(String::as_str) == Some(s))
-                    .min_by_key(|c| c.config.spec.labels.get(labels::NUMBER).cloned())
+                    .next()
                     .ok_or_else(|| {
                         ReconcileError::Dependency(format!("service {s} has no container to share volumes"))
                     })?;
@@ -569,34 +575,16 @@ fn volumes_from(
     Ok(())
 }
 
-/// The network namespace of another container, to share it.
-fn shared_netns(c: &Container) -> Result<NetworkSpec, ReconcileError> {
-    Ok(match &c.config.spec.network {
-        NetworkSpec::Path(p) => NetworkSpec::Path(p.clone()),
-        NetworkSpec::Host => NetworkSpec::Host,
-        NetworkSpec::None => match c.state.pid {
-            Some(pid) if c.is_running() => NetworkSpec::Path(PathBuf::from(format!("/proc/{pid}/ns/net"))),
-            _ => {
-                return Err(ReconcileError::Dependency(format!(
-                    "cannot join the network namespace of {}: it is not running",
-                    c.name()
-                )));
-            }
-        },
-    })
-}
-
-/// Creates a volume's directory with its owner label; true when it did not exist.
-pub fn create_volume(root: &Path, name: &str, project: &str) -> Result<bool, ReconcileError> {
+/// Creates a volume's directory with its owner label, unless it exists.
+pub fn create_volume(root: &Path, name: &str, project: &str) -> Result<(), ReconcileError> {
     let dir = translate::volume_dir(root, name);
     if dir.exists() {
-        return Ok(false);
+        return Ok(());
     }
     std::fs::create_dir_all(&dir).map_err(ReconcileError::io("create", &dir))?;
     let meta = serde_json::json!({ "labels": { labels::PROJECT: project } });
     let path = root.join("volumes").join(name).join("volume.json");
-    std::fs::write(&path, meta.to_string()).map_err(ReconcileError::io("write", &path))?;
-    Ok(true)
+    std::fs::write(&path, meta.to_string()).map_err(ReconcileError::io("write", &path))
 }
 
 /// The project a volume was created for, if any.
@@ -669,12 +657,7 @@ pub fn wait_dependencies(
         } else {
             cond.condition.as_str()
         };
-        let containers: Vec<Container> = engine
-            .containers(&project.name)?
-            .into_iter()
-            .filter(|c| c.config.spec.labels.get(labels::SERVICE) == Some(dep))
-            .filter(|c| c.config.spec.labels.get(labels::ONEOFF).map(String::as_str) != Some("True"))
-            .collect();
+        let containers = engine.service_containers(&project.name, dep)?;
         if containers.is_empty() {
             if cond.required {
                 return Err(ReconcileError::Dependency(format!("service {dep} has no container")));
@@ -719,28 +702,25 @@ fn wait_healthy(engine: &Engine, c: &Container) -> Result<(), ReconcileError> {
             )));
         }
         let checked = c.config.spec.healthcheck.as_ref().is_some_and(|h| h.enabled());
-        match health_status(&c).as_deref() {
-            None if checked => std::thread::sleep(Duration::from_millis(50)),
-            None => {
+        match health_status(&c) {
+            None if !checked => {
                 return Err(ReconcileError::Dependency(format!(
                     "container {name} has no healthcheck configured"
                 )));
             }
-            Some("healthy") => return Ok(()),
-            Some("unhealthy") => return Err(ReconcileError::Dependency(format!("container {name} is unhealthy"))),
-            Some(_) => std::thread::sleep(Duration::from_millis(50)),
+            Some(HealthStatus::Healthy) => return Ok(()),
+            Some(HealthStatus::Unhealthy) => {
+                return Err(ReconcileError::Dependency(format!("container {name} is unhealthy")));
+            }
+            None | Some(HealthStatus::Starting) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
 }
 
 /// The health status the supervisor recorded (`starting`, `healthy`, `unhealthy`), if the
 /// container runs with a healthcheck.
-pub fn health_status(c: &Container) -> Option<String> {
-    c.state
-        .health
-        .as_ref()
-        .filter(|_| c.is_running())
-        .map(|h| h.status.to_string())
+pub fn health_status(c: &Container) -> Option<HealthStatus> {
+    c.state.health.as_ref().filter(|_| c.is_running()).map(|h| h.status)
 }
 
 /// Waits until every container is running, and healthy when it has a healthcheck (`up --wait`);
@@ -762,14 +742,14 @@ pub fn wait_ready(engine: &Engine, containers: &[Container], timeout: Option<Dur
                     c.name()
                 )));
             }
-            match health_status(&c).as_deref() {
-                Some("unhealthy") => {
+            match health_status(&c) {
+                Some(HealthStatus::Unhealthy) => {
                     return Err(ReconcileError::Dependency(format!(
                         "container {} is unhealthy",
                         c.name()
                     )));
                 }
-                Some("healthy") => break,
+                Some(HealthStatus::Healthy) => break,
                 _ if !checked && c.state.status == crate::runtime::state::Status::Running => break,
                 _ => {}
             }

@@ -3,8 +3,8 @@
 //! container: how its image is made (`build`, `pull_policy`), how many there are (`scale`,
 //! `deploy.replicas`), and the order and selection around it (`depends_on`, `profiles`).
 
+use crate::image::reference::Digest;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// Keys of a service left out of its hash.
 const IGNORED: &[&str] = &["build", "pull_policy", "scale", "depends_on", "profiles"];
@@ -21,7 +21,7 @@ pub fn config_hash(service: &Value) -> String {
         }
     }
     let bytes = serde_json::to_vec(&v).unwrap_or_default();
-    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Digest::of(&bytes).hex().to_string()
 }
 
 #[cfg(test)]

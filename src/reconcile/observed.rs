@@ -28,6 +28,32 @@ pub mod labels {
     pub const CONFIG_FILES: &str = "com.docker.compose.project.config_files";
     /// The image id.
     pub const IMAGE: &str = "com.docker.compose.image";
+
+    use crate::runtime::Container;
+
+    /// A container's service (empty when it has none).
+    pub fn service(c: &Container) -> &str {
+        c.config.spec.labels.get(SERVICE).map_or("", String::as_str)
+    }
+
+    /// A container's replica number (1 when it has none).
+    pub fn number(c: &Container) -> u32 {
+        c.config
+            .spec
+            .labels
+            .get(NUMBER)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1)
+    }
+
+    /// Whether it is a `run` container.
+    pub fn is_one_off(c: &Container) -> bool {
+        c.config
+            .spec
+            .labels
+            .get(ONEOFF)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
 }
 
 /// Whether a container runs.
@@ -100,7 +126,7 @@ pub fn observe(root: &Path, project: &str) -> Result<Observed, ReconcileError> {
             observed.containers.push(ObservedContainer {
                 name: c.name().to_string(),
                 service: service.clone(),
-                number: l.get(labels::NUMBER).and_then(|n| n.parse().ok()).unwrap_or(1),
+                number: labels::number(&c),
                 hash: l.get(labels::CONFIG_HASH).cloned().unwrap_or_default(),
                 status: match c.state.status {
                     RunStatus::Created => Status::Created,
@@ -108,7 +134,7 @@ pub fn observe(root: &Path, project: &str) -> Result<Observed, ReconcileError> {
                     RunStatus::Paused => Status::Paused,
                     RunStatus::Exited | RunStatus::Dead => Status::Exited,
                 },
-                one_off: l.get(labels::ONEOFF).is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                one_off: labels::is_one_off(&c),
             });
         }
     }

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::image::reference::Digest;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::error::ReconcileError;
 use super::observed::labels;
@@ -81,7 +81,7 @@ pub struct Context<'a> {
 pub fn endpoint_key(project: &str, container: &str) -> String {
     format!(
         "s{}",
-        &hex(&Sha256::digest(format!("{project}/{container}").as_bytes()))[..15]
+        &Digest::of(format!("{project}/{container}").as_bytes()).hex()[..15]
     )
 }
 
@@ -93,8 +93,18 @@ pub fn volume_dir(root: &Path, name: &str) -> PathBuf {
 /// The name of an anonymous volume of one replica: stable, so recreation keeps its data as
 /// Compose does.
 pub fn anonymous_volume(project: &str, service: &str, number: u32, target: &str) -> String {
-    let h = hex(&Sha256::digest(target.as_bytes()));
-    format!("{project}_{service}-{number}_anon_{}", &h[..12])
+    format!(
+        "{project}_{service}-{number}{ANONYMOUS}{}",
+        &Digest::of(target.as_bytes()).hex()[..12]
+    )
+}
+
+/// What marks the names `anonymous_volume` makes.
+const ANONYMOUS: &str = "_anon_";
+
+/// Whether a volume name is one `anonymous_volume` made.
+pub fn is_anonymous_volume(name: &str) -> bool {
+    name.contains(ANONYMOUS)
 }
 
 /// Translates replica `number` (named `name`) of `service`.
@@ -153,9 +163,9 @@ pub fn translate(
     let mut env = defaults.env.clone().unwrap_or_default();
     if let Some(vars) = doc["environment"].as_object() {
         for (k, v) in vars {
-            let Some(v) = value_text(v) else { continue };
-            env.retain(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) != k);
-            env.push(format!("{k}={v}"));
+            if let Some(v) = value_text(v) {
+                crate::runtime::process::set_env(&mut env, format!("{k}={v}"));
+            }
         }
     }
     spec.process.env = env;
@@ -213,14 +223,7 @@ pub fn translate(
     spec.security.cap_add = strings(&doc["cap_add"]).unwrap_or_default();
     spec.security.cap_drop = strings(&doc["cap_drop"]).unwrap_or_default();
     for o in strings(&doc["security_opt"]).unwrap_or_default() {
-        match o.as_str() {
-            "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true" => {
-                spec.security.no_new_privileges = true
-            }
-            "no-new-privileges:false" | "no-new-privileges=false" => spec.security.no_new_privileges = false,
-            "seccomp=unconfined" | "seccomp:unconfined" => spec.security.seccomp_unconfined = true,
-            other => return Err(bad("security_opt", format!("unsupported security option {other:?}"))),
-        }
+        spec.security.apply_option(&o).map_err(|e| bad("security_opt", e))?;
     }
     match &doc["sysctls"] {
         Value::Object(m) => {
@@ -570,10 +573,6 @@ fn value_text(v: &Value) -> Option<String> {
 /// A number written as a number or a string.
 fn as_f64(v: &Value) -> Option<f64> {
     v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

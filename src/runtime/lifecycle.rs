@@ -45,6 +45,26 @@ impl Container {
     pub fn is_running(&self) -> bool {
         matches!(self.state.status, Status::Running | Status::Paused | Status::Restarting)
     }
+    /// The network namespace another container joins to share this one's (`--network
+    /// container:NAME`, Compose's `network_mode: service:x`): its kept namespace, the host's, or its
+    /// running process's.
+    pub fn shared_network(&self) -> Result<NetworkSpec> {
+        Ok(match &self.config.spec.network {
+            NetworkSpec::Path(p) => NetworkSpec::Path(p.clone()),
+            NetworkSpec::Host => NetworkSpec::Host,
+            NetworkSpec::None => match self.state.pid {
+                Some(pid) if self.is_running() => NetworkSpec::Path(PathBuf::from(format!("/proc/{pid}/ns/net"))),
+                _ => {
+                    return Err(RuntimeError::State {
+                        id: self.name().to_string(),
+                        state: self.state.status.to_string(),
+                        hint: "its network namespace can be joined only while it runs".into(),
+                    });
+                }
+            },
+        })
+    }
+
     /// The cgroup.
     pub fn cgroup(&self) -> Result<Cgroup> {
         Cgroup::for_container(&self.config.id)

@@ -53,6 +53,14 @@ pub fn combine_command(
     ep.into_iter().chain(cmd).collect()
 }
 
+/// Sets a `KEY=value` entry, replacing an earlier one of the same key (a later setting wins).
+pub fn set_env(env: &mut Vec<String>, entry: String) {
+    let key = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_string();
+    let k = key(&entry);
+    env.retain(|e| key(e) != k);
+    env.push(entry);
+}
+
 /// Adds what Docker always sets when the caller did not: PATH, HOSTNAME, HOME, and TERM for a tty.
 pub fn default_env(env: &[String], hostname: &str, home: &str, tty: bool) -> Vec<String> {
     let has = |k: &str| {

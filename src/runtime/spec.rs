@@ -186,6 +186,20 @@ pub struct SecuritySpec {
     pub seccomp_unconfined: bool,
 }
 
+impl SecuritySpec {
+    /// Applies one of Docker's `--security-opt`/`security_opt` values: `no-new-privileges[:true|:false]`
+    /// or `seccomp=unconfined`.
+    pub fn apply_option(&mut self, option: &str) -> Result<(), String> {
+        match option {
+            "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true" => self.no_new_privileges = true,
+            "no-new-privileges:false" | "no-new-privileges=false" => self.no_new_privileges = false,
+            "seccomp=unconfined" | "seccomp:unconfined" => self.seccomp_unconfined = true,
+            other => return Err(format!("unsupported security option {other:?}")),
+        }
+        Ok(())
+    }
+}
+
 /// When the supervisor restarts the container's process.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case", tag = "name", content = "max_retries")]
