@@ -330,12 +330,7 @@ fn attach(
     let mut stopper: Option<std::thread::JoinHandle<()>> = None;
     let abort_on_exit = args.abort_on_container_exit || args.exit_code_from.is_some();
     loop {
-        let mut batch = Vec::new();
-        for (c, _, i, offset) in &mut followed {
-            let (recs, next) = read_log(&c.dir.log(), *offset, None)?;
-            *offset = next;
-            batch.extend(recs.into_iter().map(|r| (*i, r)));
-        }
+        let batch = read_new(&mut followed)?;
         printer.print(out, &followed, batch)?;
         let mut all_done = true;
         let mut abort = false;
@@ -668,21 +663,27 @@ pub fn logs(cli: &Cli, args: &LogsArgs, out: &mut dyn Write) -> Result<i32> {
         return Ok(0);
     }
     loop {
-        let mut batch = Vec::new();
-        let mut any_running = false;
-        for (c, _, i, offset) in &mut followed {
-            let running = engine.runtime.refresh(c).map(|c| c.is_running()).unwrap_or(false);
-            any_running |= running;
-            let (recs, next) = read_log(&c.dir.log(), *offset, None)?;
-            *offset = next;
-            batch.extend(recs.into_iter().map(|r| (*i, r)));
-        }
+        let any_running = followed
+            .iter()
+            .any(|(c, ..)| engine.runtime.refresh(c).is_ok_and(|c| c.is_running()));
+        let batch = read_new(&mut followed)?;
         printer.print(out, &followed, batch)?;
         if !any_running {
             return Ok(0);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The records written since the last read of each followed container's log (its offset moves on).
+fn read_new(followed: &mut [(Container, String, usize, u64)]) -> Result<Vec<(usize, LogRecord)>> {
+    let mut batch = Vec::new();
+    for (c, _, i, offset) in followed {
+        let (recs, next) = read_log(&c.dir.log(), *offset, None)?;
+        *offset = next;
+        batch.extend(recs.into_iter().map(|r| (*i, r)));
+    }
+    Ok(batch)
 }
 
 /// A container's name without its project's prefix, as log lines show it (`web-1`).
@@ -1158,6 +1159,17 @@ pub fn run(cli: &Cli, args: &RunArgs, out: &mut dyn Write) -> Result<i32> {
         .name
         .clone()
         .unwrap_or_else(|| format!("{}-{}-run-{}", project.name, args.service, crate::fsutil::random_hex(6)));
+    // The command and entrypoint given here replace the service's, and translation combines them
+    // with the image's as for any container.
+    let mut project = project;
+    let doc = &mut project.canonical["services"][&args.service];
+    if let Some(e) = &args.entrypoint {
+        let words = crate::compose::units::shell_split(e).map_err(|e| anyhow!("invalid --entrypoint: {e}"))?;
+        doc["entrypoint"] = serde_json::json!(words);
+    }
+    if !args.command.is_empty() {
+        doc["command"] = serde_json::json!(args.command);
+    }
     let ctx = Context {
         project: &project,
         root: &cli.root,
@@ -1169,35 +1181,8 @@ pub fn run(cli: &Cli, args: &RunArgs, out: &mut dyn Write) -> Result<i32> {
     spec.labels.remove(labels::CONFIG_HASH);
     spec.restart = crate::runtime::RestartPolicy::No;
     spec.auto_remove = args.rm && args.detach;
-    if args.entrypoint.is_some() || !args.command.is_empty() {
-        let doc = &project.canonical["services"][&args.service];
-        let strings = |v: &serde_json::Value| -> Option<Vec<String>> {
-            v.as_array()
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
-        };
-        let entrypoint = match &args.entrypoint {
-            Some(e) => Some(crate::compose::units::shell_split(e).map_err(|e| anyhow!("invalid --entrypoint: {e}"))?),
-            None => strings(&doc["entrypoint"]),
-        };
-        let command = if args.command.is_empty() {
-            strings(&doc["command"])
-        } else {
-            Some(args.command.clone())
-        };
-        let defaults = &image.defaults;
-        spec.process.args = crate::runtime::process::combine_command(
-            defaults.entrypoint.as_deref().unwrap_or_default(),
-            defaults.cmd.as_deref().unwrap_or_default(),
-            entrypoint.as_deref(),
-            command.as_deref(),
-        );
-    }
     for e in &args.env {
-        let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
-        spec.process
-            .env
-            .retain(|x| x.split_once('=').map_or(x.as_str(), |(k, _)| k) != key);
-        spec.process.env.push(e.clone());
+        crate::runtime::process::set_env(&mut spec.process.env, e.clone());
     }
     if let Some(u) = &args.user {
         spec.process.user = u.clone();
@@ -1524,9 +1509,9 @@ pub fn cp(cli: &Cli, index: u32, src: &str, dest: &str) -> Result<i32> {
         (Some((who, path)), None) => {
             let c = container(&who)?;
             if dest == "-" {
-                engine
-                    .runtime
-                    .copy_out(&c, &path, &base(&path), &mut std::io::stdout().lock())?;
+                let mut to_stdout =
+                    |r: &mut dyn std::io::Read| std::io::copy(r, &mut std::io::stdout().lock()).map(|_| ());
+                engine.runtime.copy_out(&c, &path, &base(&path), &mut to_stdout)?;
                 return Ok(0);
             }
             let host = std::path::Path::new(dest);
@@ -1542,34 +1527,32 @@ pub fn cp(cli: &Cli, index: u32, src: &str, dest: &str) -> Result<i32> {
             if !dir.is_dir() {
                 bail!("{}: no such directory", dir.display());
             }
-            let mut buf = Vec::new();
-            engine.runtime.copy_out(&c, &path, &top, &mut buf)?;
-            let mut archive = tar::Archive::new(buf.as_slice());
-            archive.set_preserve_permissions(true);
-            archive.set_overwrite(true);
-            // unpack keeps every entry inside `dir`, whatever the container put in the stream.
-            archive
-                .unpack(&dir)
+            // Streamed; unpack keeps every entry inside `dir`, whatever the container put in it.
+            let mut unpack = |r: &mut dyn std::io::Read| {
+                let mut archive = tar::Archive::new(r);
+                archive.set_preserve_permissions(true);
+                archive.set_overwrite(true);
+                archive.unpack(&dir)
+            };
+            engine
+                .runtime
+                .copy_out(&c, &path, &top, &mut unpack)
                 .with_context(|| format!("copy into {}", dir.display()))?;
             Ok(0)
         }
         (None, Some((who, path))) => {
             let c = container(&who)?;
             if src == "-" {
-                engine.runtime.copy_in(&c, &path, &mut std::io::stdin().lock())?;
+                let mut from_stdin =
+                    |w: &mut dyn std::io::Write| std::io::copy(&mut std::io::stdin().lock(), w).map(|_| ());
+                engine.runtime.copy_in(&c, &path, &mut from_stdin)?;
                 return Ok(0);
             }
             let host = std::path::Path::new(src);
-            let meta = std::fs::symlink_metadata(host).with_context(|| format!("copy {src}"))?;
-            let mut tar = tar::Builder::new(Vec::new());
-            tar.follow_symlinks(false);
-            if meta.is_dir() {
-                tar.append_dir_all(base(src), host)?;
-            } else {
-                tar.append_path_with_name(host, base(src))?;
-            }
-            let bytes = tar.into_inner()?;
-            engine.runtime.copy_in(&c, &path, &mut bytes.as_slice())?;
+            std::fs::symlink_metadata(host).with_context(|| format!("copy {src}"))?;
+            let top = base(src);
+            let mut write = |w: &mut dyn std::io::Write| crate::runtime::copy::write_tar(w, host, &top);
+            engine.runtime.copy_in(&c, &path, &mut write)?;
             Ok(0)
         }
         _ => bail!("cp needs one SERVICE:PATH (or CONTAINER:PATH) and one host path"),

@@ -17,8 +17,14 @@ use super::lifecycle::{Container, Runtime};
 pub const SUBCOMMAND: &str = "__cp";
 
 impl Runtime {
-    /// Streams `path` in the container as a tar whose top entry is named `name`.
-    pub fn copy_out(&self, c: &Container, path: &str, name: &str, sink: &mut dyn Write) -> Result<()> {
+    /// Streams `path` in the container as a tar whose top entry is named `name` to `consume`.
+    pub fn copy_out(
+        &self,
+        c: &Container,
+        path: &str,
+        name: &str,
+        consume: &mut dyn FnMut(&mut dyn Read) -> std::io::Result<()>,
+    ) -> Result<()> {
         let mut child = helper(c, &["out", path, name])?
             .stdout(Stdio::piped())
             .spawn()
@@ -27,14 +33,20 @@ impl Runtime {
             path: path.to_string(),
             reason: "the helper has no output".into(),
         })?;
-        let copied = std::io::copy(&mut stdout, sink).map_err(RuntimeError::io("copy from", path));
+        let copied = consume(&mut stdout).map_err(RuntimeError::io("copy from", path));
+        drop(stdout);
         finish(child, path)?;
-        copied.map(|_| ())
+        copied
     }
 
-    /// Unpacks a tar stream whose top entry is the copied file or directory at `dest` in the
-    /// container: into `dest` when it is a directory there, else as `dest` itself.
-    pub fn copy_in(&self, c: &Container, dest: &str, source: &mut dyn Read) -> Result<()> {
+    /// Unpacks the tar stream `produce` writes, whose top entry is the copied file or directory,
+    /// at `dest` in the container: into `dest` when it is a directory there, else as `dest` itself.
+    pub fn copy_in(
+        &self,
+        c: &Container,
+        dest: &str,
+        produce: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<()> {
         let mut child = helper(c, &["in", dest])?
             .stdin(Stdio::piped())
             .spawn()
@@ -43,7 +55,7 @@ impl Runtime {
             path: dest.to_string(),
             reason: "the helper has no input".into(),
         })?;
-        let copied = std::io::copy(source, &mut stdin).map_err(RuntimeError::io("copy to", dest));
+        let copied = produce(&mut stdin).map_err(RuntimeError::io("copy to", dest));
         drop(stdin);
         finish(child, dest)?;
         copied.map(|_| ())
@@ -104,20 +116,24 @@ fn run(args: &[String]) -> std::result::Result<(), String> {
     match rest {
         [dir, path, name] if dir == "out" => {
             let path = PathBuf::from(path);
-            let meta = std::fs::symlink_metadata(&path).map_err(|e| e.to_string())?;
-            let mut tar = tar::Builder::new(std::io::stdout().lock());
-            tar.follow_symlinks(false);
-            let r = if meta.is_dir() {
-                tar.append_dir_all(name, &path)
-            } else {
-                tar.append_path_with_name(&path, name)
-            };
-            r.and_then(|()| tar.finish())
-                .map_err(|e| format!("{}: {e}", path.display()))
+            write_tar(&mut std::io::stdout().lock(), &path, name).map_err(|e| format!("{}: {e}", path.display()))
         }
         [dir, dest] if dir == "in" => unpack(std::io::stdin().lock(), Path::new(dest)),
         _ => Err("usage: berth __cp PID out PATH NAME | in DEST".into()),
     }
+}
+
+/// Writes `path` (a file, or a directory with everything under it; symlinks as links) as a tar
+/// whose top entry is named `name`.
+pub fn write_tar(sink: &mut dyn Write, path: &Path, name: &str) -> std::io::Result<()> {
+    let mut tar = tar::Builder::new(sink);
+    tar.follow_symlinks(false);
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        tar.append_dir_all(name, path)?;
+    } else {
+        tar.append_path_with_name(path, name)?;
+    }
+    tar.finish()
 }
 
 /// Unpacks into `dest` (an existing directory), or as `dest` (the top entry renamed).
