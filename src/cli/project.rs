@@ -368,7 +368,7 @@ fn attach(
                     stopper = Some(stop_all(engine, &everyone, stop_levels, args.timeout));
                 }
             } else {
-                for (c, ..) in &followed {
+                for c in &everyone {
                     let _ = engine.runtime.kill(c, Signal::SIGKILL as i32);
                 }
             }
