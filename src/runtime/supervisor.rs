@@ -752,11 +752,8 @@ impl Supervisor {
     /// The process (re)started: health is `starting` again, with an empty log, and the first probe
     /// is due after the start interval (within the start period) or the interval.
     fn start_health(&mut self) {
-        self.state.health = None;
+        self.stop_health();
         if let Some(h) = &mut self.health {
-            if let Some(p) = h.probe.take() {
-                p.kill();
-            }
             let starting = Health::starting();
             h.due = Some(Instant::now() + h.check.next_delay(starting.status, Duration::ZERO));
             self.state.health = Some(starting);
