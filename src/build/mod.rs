@@ -2,6 +2,10 @@
 //!
 //! It knows nothing of Compose; callers describe a build with a `BuildSpec`.
 
+pub mod dockerfile;
+pub mod error;
 pub mod ignore;
 pub mod layer;
 pub mod shell;
+
+pub use error::{BuildError, Result};
