@@ -72,6 +72,8 @@ pub struct RmArgs {
 /// `berth image` verbs.
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
+    /// Build an image from a Dockerfile.
+    Build(super::build::BuildArgs),
     /// List images.
     #[command(alias = "list")]
     Ls(LsArgs),
@@ -178,6 +180,7 @@ pub enum ImageCommand {
 pub fn run(cli: &Cli, cmd: &ImageCommand, out: &mut dyn Write) -> Result<i32> {
     let store = Store::open(&cli.root).with_context(|| format!("state root {}", cli.root.display()))?;
     match cmd {
+        ImageCommand::Build(a) => return super::build::image_build(cli, a, out),
         ImageCommand::Ls(a) => list(&store, a, out)?,
         ImageCommand::Pull {
             platform,

@@ -2,6 +2,7 @@
 //! Nothing below this module sees clap. Like Docker Compose, the project flags (-f, -p, …) go before the
 //! subcommand, so subcommands are free to reuse their letters (`container run -p`, `logs -f`).
 
+mod build;
 mod container;
 pub mod image;
 pub mod network;

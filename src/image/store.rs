@@ -545,6 +545,16 @@ impl Store {
                 layers.extend(c.rootfs.diff_ids.iter().map(|d| d.hex().to_string()));
             }
         }
+        for r in self.cache_records()? {
+            blobs.insert(r.id.hex().to_string());
+            blobs.insert(r.manifest.hex().to_string());
+            if let Ok(m) = self.manifest(&r) {
+                blobs.extend(m.layers.iter().map(|l| l.digest.hex().to_string()));
+            }
+            if let Ok(c) = self.config(&r) {
+                layers.extend(c.rootfs.diff_ids.iter().map(|d| d.hex().to_string()));
+            }
+        }
         let mut reclaimed = 0;
         for entry in read_dir(&self.root.join("blobs/sha256"))? {
             if !blobs.contains(&entry.0) {
@@ -571,6 +581,67 @@ impl Store {
             let _ = std::fs::remove_file(path);
         }
         Ok(reclaimed)
+    }
+
+    /// The image a build cache key stands for, when it and all its blobs are still stored.
+    pub fn cache_get(&self, key: &Digest) -> Result<Option<ImageRecord>> {
+        let p = self.cache_path(key);
+        let bytes = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(ImageError::io("read", &p, e)),
+        };
+        let Ok(record) = serde_json::from_slice::<ImageRecord>(&bytes) else {
+            return Ok(None);
+        };
+        if !self.has_blob(&record.id) || !self.has_blob(&record.manifest) {
+            return Ok(None);
+        }
+        let manifest = self.manifest(&record)?;
+        if manifest.layers.iter().any(|l| !self.has_blob(&l.digest)) {
+            return Ok(None);
+        }
+        Ok(Some(record))
+    }
+
+    /// Records that build cache `key` stands for `record` (whose blobs are stored). Cache records
+    /// keep their blobs and layers from garbage collection until `cache_clear`.
+    pub fn cache_put(&self, key: &Digest, record: &ImageRecord) -> Result<()> {
+        let p = self.cache_path(key);
+        let dir = self.root.join("cache");
+        std::fs::create_dir_all(&dir).map_err(|e| ImageError::io("create", &dir, e))?;
+        let body = serde_json::to_vec(record).expect("a record serialises");
+        fsutil::write_atomic(&p, &body, false).map_err(|e| ImageError::io("write", &p, e))
+    }
+
+    /// Forgets every build cache record (their content goes at the next garbage collection).
+    /// Returns how many there were.
+    pub fn cache_clear(&self) -> Result<usize> {
+        let dir = self.root.join("cache");
+        if !dir.exists() {
+            return Ok(0);
+        }
+        let entries = read_dir(&dir)?;
+        for (_, path) in &entries {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(entries.len())
+    }
+
+    fn cache_path(&self, key: &Digest) -> PathBuf {
+        self.root.join("cache").join(format!("{}.json", key.hex()))
+    }
+
+    fn cache_records(&self) -> Result<Vec<ImageRecord>> {
+        let dir = self.root.join("cache");
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        Ok(read_dir(&dir)?
+            .into_iter()
+            .filter_map(|(_, p)| std::fs::read(p).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect())
     }
 
     fn index_path(&self) -> PathBuf {
