@@ -66,6 +66,8 @@ pub enum Command {
     Images(image::LsArgs),
     /// Remove images (`image rm`).
     Rmi(image::RmArgs),
+    /// Build the services' images.
+    Build(project::BuildArgs),
     /// Create and start the project's containers.
     Up(project::UpArgs),
     /// Stop and remove the project's containers and networks.
@@ -294,6 +296,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32> {
     match &cli.command {
         Command::Container(c) => container::run(cli, c, out),
         Command::Image(c) => image::run(cli, c, out),
+        Command::Build(args) => project::build(cli, args, out),
         Command::Up(args) => project::up(cli, args, out),
         Command::Down(args) => project::down(cli, args, out),
         Command::Create(a) => project::up(

@@ -12,6 +12,7 @@ use super::container::{command_text, human_duration, since, status_text, write_t
 use super::{Cli, Result};
 use crate::compose::{self, LoadError, Project};
 use crate::graph::ServiceGraph;
+use crate::reconcile::build::BuildOptions;
 use crate::reconcile::down::{self, DownOptions};
 use crate::reconcile::execute::{self, Engine, ExecOptions};
 use crate::reconcile::observed::{self, labels};
@@ -47,6 +48,9 @@ pub struct UpArgs {
     /// Pull images: `missing` (default), `always`, `never`.
     #[arg(long, value_parser = ["missing", "always", "never"])]
     pub pull: Option<String>,
+    /// Build images before starting containers (services with `build:`).
+    #[arg(long)]
+    pub build: bool,
     /// Seconds to wait for containers to stop when recreating or stopping.
     #[arg(short = 't', long = "timeout")]
     pub timeout: Option<u64>,
@@ -199,6 +203,94 @@ fn say(line: &str) {
     eprintln!(" ✔ {line}");
 }
 
+/// `berth build` flags.
+#[derive(Debug, Clone, Args)]
+pub struct BuildArgs {
+    /// Do not use the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Pull base images even when stored.
+    #[arg(long)]
+    pub pull: bool,
+    /// A build-time variable, `NAME=value` or `NAME` (from the environment); repeatable.
+    #[arg(long = "build-arg", value_name = "NAME[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Services; default every service with a `build` section.
+    pub services: Vec<String>,
+}
+
+/// `berth build`: builds the services' images, independent ones at once.
+pub fn build(cli: &Cli, args: &BuildArgs, out: &mut dyn Write) -> Result<i32> {
+    let project = load(cli, &args.services)?;
+    let names: Vec<String> = if args.services.is_empty() {
+        project.service_names().map(str::to_string).collect()
+    } else {
+        args.services.clone()
+    };
+    let opts = BuildOptions {
+        no_cache: args.no_cache,
+        pull: args.pull,
+        args: super::build::parse_build_args(&args.build_args),
+    };
+    let built = build_missing(cli, &project, &names, true, &opts, args.quiet)?;
+    if !args.quiet {
+        for (service, id) in &built {
+            writeln!(out, "{service}  Built {}", id.short())?;
+        }
+    }
+    Ok(0)
+}
+
+/// Builds the images of `services` that have a `build` section and are missing (or all of them
+/// with `always`), showing each build's steps prefixed with its service.
+fn build_missing(
+    cli: &Cli,
+    project: &Project,
+    services: &[String],
+    always: bool,
+    opts: &BuildOptions,
+    quiet: bool,
+) -> Result<BTreeMap<String, crate::image::reference::Digest>> {
+    let store = crate::image::store::Store::open(&cli.root)?;
+    let mut wanted = Vec::new();
+    for s in services {
+        if reconcile::build::needs_build(&store, project, s, always)? {
+            wanted.push(s.clone());
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    require_root()?;
+    let runtime = crate::runtime::Runtime::new(&cli.root)?;
+    let width = wanted.iter().map(String::len).max().unwrap_or(0);
+    let display = |service: &str| -> Box<dyn crate::build::Progress + Send> {
+        Box::new(super::build::ClassicDisplay::new(
+            quiet,
+            &format!("{service:width$} | "),
+        ))
+    };
+    Ok(reconcile::build::build_services(
+        &store, &runtime, project, &wanted, opts, &display,
+    )?)
+}
+
+/// Records the id of each service's stored image in `desired`, so containers made from another
+/// image are recreated.
+fn image_ids(cli: &Cli, project: &Project, desired: &mut plan::Desired) -> Result<()> {
+    if !cli.root.join("images").exists() {
+        return Ok(());
+    }
+    let store = crate::image::store::Store::open(&cli.root)?;
+    for s in &mut desired.services {
+        s.image_id = store.lookup(&project.image_of(&s.name)).ok().map(|r| r.id.to_string());
+    }
+    Ok(())
+}
+
 /// `berth up`.
 pub fn up(cli: &Cli, args: &UpArgs, out: &mut dyn Write) -> Result<i32> {
     let project = load(cli, &args.services)?;
@@ -224,6 +316,11 @@ pub fn up(cli: &Cli, args: &UpArgs, out: &mut dyn Write) -> Result<i32> {
     if args.no_deps && !args.services.is_empty() {
         desired.services.retain(|s| args.services.contains(&s.name));
     }
+    let names: Vec<String> = desired.services.iter().map(|s| s.name.clone()).collect();
+    if !args.dry_run {
+        build_missing(cli, &project, &names, args.build, &BuildOptions::default(), false)?;
+    }
+    image_ids(cli, &project, &mut desired)?;
     if args.dry_run {
         let observed = observed::observe(&cli.root, &project.name)?;
         write!(out, "{}", plan::plan(&desired, &observed, &options))?;
@@ -1153,6 +1250,14 @@ pub fn run(cli: &Cli, args: &RunArgs, out: &mut dyn Write) -> Result<i32> {
         let plan = plan::plan(&desired, &observed, &plan::Options::default());
         execute::execute(&engine, &project, &desired, &plan, &ExecOptions::default(), &say)?;
     }
+    build_missing(
+        cli,
+        &project,
+        std::slice::from_ref(&args.service),
+        false,
+        &BuildOptions::default(),
+        false,
+    )?;
     let store = crate::image::store::Store::open(&cli.root)?;
     let image = execute::resolve_image(&store, &project, &args.service, None, &say)?;
     let name = args
@@ -1358,6 +1463,7 @@ impl UpArgs {
             scale: Vec::new(),
             no_start: true,
             pull,
+            build: false,
             timeout: None,
             parallel: None,
             no_deps: false,

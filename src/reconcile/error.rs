@@ -41,6 +41,9 @@ pub enum ReconcileError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// Service builds failed; each is named with its cause.
+    #[error("{0}")]
+    Build(String),
     /// A dependency did not reach the state a service waits for.
     #[error("dependency failed to start: {0}")]
     Dependency(String),

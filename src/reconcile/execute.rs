@@ -300,7 +300,7 @@ pub fn resolve_image(
         (None, _) if doc["image"].is_null() => {
             return Err(ReconcileError::Invalid {
                 key: format!("services.{service}.build"),
-                message: format!("image {name} must be built, and berth cannot build images yet"),
+                message: format!("image {name} must be built first (berth build {service})"),
             });
         }
         _ => {

@@ -3,6 +3,7 @@
 //! translates the one into the others' specs. `desired` turns a project into what the planner
 //! needs.
 
+pub mod build;
 pub mod down;
 pub mod error;
 pub mod execute;
@@ -69,6 +70,7 @@ pub fn desired(project: &Project) -> Result<Desired, ReconcileError> {
             replicas,
             container_name: doc["container_name"].as_str().map(str::to_string),
             hash: hash::config_hash(doc),
+            image_id: None,
             dependencies: svc
                 .dependencies()
                 .into_iter()

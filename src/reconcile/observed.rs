@@ -91,6 +91,8 @@ pub struct ObservedContainer {
     pub number: u32,
     /// The configuration hash it was made with.
     pub hash: String,
+    /// The id of the image it was made from (empty for a root file system directory).
+    pub image_id: String,
     /// Whether it runs.
     pub status: Status,
     /// A `run` container.
@@ -128,6 +130,7 @@ pub fn observe(root: &Path, project: &str) -> Result<Observed, ReconcileError> {
                 service: service.clone(),
                 number: labels::number(&c),
                 hash: l.get(labels::CONFIG_HASH).cloned().unwrap_or_default(),
+                image_id: c.config.spec.image_id.clone(),
                 status: match c.state.status {
                     RunStatus::Created => Status::Created,
                     RunStatus::Running | RunStatus::Restarting => Status::Running,

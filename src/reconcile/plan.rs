@@ -18,6 +18,9 @@ pub struct DesiredService {
     pub container_name: Option<String>,
     /// The configuration hash (see `hash.rs`).
     pub hash: String,
+    /// The id of its image when the store has it: containers made from another image are
+    /// recreated, as Compose does after a build or a pull.
+    pub image_id: Option<String>,
     /// Services it needs started first.
     pub dependencies: Vec<String>,
     /// Dependencies whose recreation restarts it (`depends_on.<x>.restart: true`).
@@ -244,9 +247,15 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: &Options) -> Plan {
                 }
                 Some(c) => {
                     let changed = c.hash != s.hash;
-                    if !opts.no_recreate && (opts.force_recreate || changed) {
+                    let new_image = s
+                        .image_id
+                        .as_ref()
+                        .is_some_and(|id| !c.image_id.is_empty() && *id != c.image_id);
+                    if !opts.no_recreate && (opts.force_recreate || changed || new_image) {
                         let cause = if changed {
                             "configuration changed"
+                        } else if new_image {
+                            "image changed"
                         } else {
                             "--force-recreate"
                         };
@@ -307,6 +316,7 @@ mod tests {
             replicas: 1,
             container_name: None,
             hash: format!("h-{name}"),
+            image_id: None,
             dependencies: deps.iter().map(|d| d.to_string()).collect(),
             restart_with: Vec::new(),
             networks: vec!["p_default".into()],
@@ -331,6 +341,7 @@ mod tests {
             service: service.into(),
             number: n,
             hash: hash.into(),
+            image_id: String::new(),
             status: Status::Running,
             one_off: false,
         }
@@ -347,6 +358,30 @@ mod tests {
              4. start container p-db-1 (created) after 3\n\
              5. create container p-web-1 (missing) after 1, 4\n\
              6. start container p-web-1 (created) after 5\n"
+        );
+    }
+
+    #[test]
+    fn a_container_of_another_image_is_recreated() {
+        let mut observed = Observed::default();
+        observed.networks.insert("p_default".into());
+        observed.volumes.insert("p_data".into());
+        let mut db = running("db", 1, "h-db");
+        db.image_id = "sha256:old".into();
+        observed.containers.push(db);
+        observed.containers.push(running("web", 1, "h-web"));
+        let mut want = desired();
+        want.services[0].image_id = Some("sha256:new".into());
+        // db's image was rebuilt; web's container names no image id, so it is not compared.
+        want.services[1].image_id = Some("sha256:any".into());
+        assert_eq!(
+            plan(&want, &observed, &Options::default()).to_string(),
+            "1. recreate container p-db-1 (image changed)\n"
+        );
+        want.services[0].image_id = Some("sha256:old".into());
+        assert_eq!(
+            plan(&want, &observed, &Options::default()).to_string(),
+            "nothing to do: the project is up to date\n"
         );
     }
 
