@@ -675,7 +675,7 @@ impl Builder<'_> {
             }
             Instruction::Copy(cp) => return self.copy_step(state, step, cp, &lookup),
         }
-        let key = chain(&state.key, &json!(["config", created_by]));
+        let key = chain(&state.key, &json!(["config", created_by, config.config, config.author]));
         self.config_step(state, key, config, Some(created_by))
     }
 
@@ -1023,6 +1023,16 @@ impl Builder<'_> {
                             _ => dest.clone(),
                         };
                         if add && m.meta.is_file() && copy::is_archive(&m.host) {
+                            if !exists(&dest) && !entries.iter().any(|e| e.path == dest) {
+                                entries.push(Entry {
+                                    path: dest.clone(),
+                                    content: Content::Dir,
+                                    mode: 0o755,
+                                    uid: owner.ids.map(|i| i.0).unwrap_or(0),
+                                    gid: owner.ids.map(|i| i.1).unwrap_or(0),
+                                    mtime: now_secs(),
+                                });
+                            }
                             entries.push(Entry {
                                 path: dest.clone(),
                                 content: Content::Archive(m.host.clone()),
