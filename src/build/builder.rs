@@ -995,7 +995,7 @@ impl Builder<'_> {
         // Resolves the sources into entries (in whatever root they live) and hashes them.
         let collect = |root_dir: &Path, ignore: &Ignore| -> std::result::Result<(Vec<Entry>, String), String> {
             let root = Root { dir: root_dir, ignore };
-            let mut entries = Vec::new();
+            let mut entries: Vec<Entry> = Vec::new();
             let mut matched_many = false;
             let mut resolved = Vec::new();
             for s in &sources {
