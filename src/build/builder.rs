@@ -515,8 +515,9 @@ impl Builder<'_> {
                             None => self.global_value(name),
                         },
                     };
-                    shown.push(match &value {
-                        Some(v) => format!("{name}={v}"),
+                    // History shows the instruction as written, as BuildKit does.
+                    shown.push(match default {
+                        Some(d) => format!("{name}={d}"),
                         None => name.clone(),
                     });
                     vars.args.retain(|(k, _)| k != name);
@@ -533,7 +534,12 @@ impl Builder<'_> {
                 let list = c.env.get_or_insert_with(Vec::new);
                 for (k, v) in expanded {
                     shown.push(format!("{k}={v}"));
-                    runtime::process::set_env(list, format!("{k}={v}"));
+                    // Docker replaces a variable where it is, or appends it.
+                    let entry = format!("{k}={v}");
+                    match list.iter_mut().find(|e| e.split('=').next() == Some(k.as_str())) {
+                        Some(e) => *e = entry,
+                        None => list.push(entry),
+                    }
                 }
                 created_by = format!("ENV {}", shown.join(" "));
             }

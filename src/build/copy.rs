@@ -107,7 +107,11 @@ pub fn resolve(root: &Root<'_>, pattern: &str) -> Result<Vec<Matched>, String> {
                 "{pattern}: not found in the build context (excluded by .dockerignore)"
             ));
         }
-        let host = root.dir.join(&rel);
+        let host = if rel == "." {
+            root.dir.to_path_buf()
+        } else {
+            root.dir.join(&rel)
+        };
         let meta =
             std::fs::symlink_metadata(&host).map_err(|_| format!("{pattern}: not found in the build context"))?;
         found.push(Matched { rel, host, meta });
@@ -153,7 +157,7 @@ pub fn resolve(root: &Root<'_>, pattern: &str) -> Result<Vec<Matched>, String> {
             return Err(format!("{pattern}: no source files were specified (nothing matches)"));
         }
     }
-    for m in &found {
+    for m in found.iter().filter(|m| m.rel != ".") {
         let parent = m.host.parent().unwrap_or(root.dir);
         let real = parent.canonicalize().map_err(|e| format!("{}: {e}", m.rel))?;
         if !real.starts_with(&canonical_root) {

@@ -1,0 +1,359 @@
+//! Dockerfile builds end to end through the CLI, as root: the fixtures of `tests/fixtures/build/`
+//! compared with what Docker's BuildKit recorded, the cache, errors, and a Compose build under `up`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::berth::{Berth, text};
+use serde_json::Value;
+
+/// A state root with the busybox image as `localhost/busybox:latest`.
+fn with_busybox(name: &str) -> Berth {
+    let b = Berth::new(&format!("build-{name}"));
+    let tarball = b.root.join("busybox.tar");
+    let mut t = tar::Builder::new(std::fs::File::create(&tarball).unwrap());
+    t.follow_symlinks(false);
+    t.append_dir_all(".", &b.rootfs).unwrap();
+    t.into_inner().unwrap();
+    b.ok(&[
+        "image",
+        "import",
+        "-c",
+        r#"CMD ["sh"]"#,
+        tarball.to_str().unwrap(),
+        "localhost/busybox:latest",
+    ]);
+    b
+}
+
+/// Copies a fixture folder into the state root, so builds never write into the repository.
+fn context(b: &Berth, case: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/build")
+        .join(case);
+    let dst = b.root.join(format!("ctx-{case}"));
+    copy_dir(&src, &dst);
+    // What the recording added next to the context was not in Docker's context.
+    for e in std::fs::read_dir(&dst).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name.starts_with("docker-") || name == "listing.txt" {
+            std::fs::remove_file(dst.join(name)).unwrap();
+        }
+    }
+    dst
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+/// The image config of `image` (its id is the config blob's digest).
+fn config(b: &Berth, image: &str) -> Value {
+    let id = b.ok(&["image", "inspect", image]);
+    let doc: Value = serde_json::from_str(&id).unwrap();
+    let id = doc[0]["Id"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    serde_json::from_slice(&std::fs::read(b.root.join("images/blobs/sha256").join(id)).unwrap()).unwrap()
+}
+
+/// `(created_by, empty_layer)` of the entries after the base image's.
+fn steps(history: &Value, skip: usize) -> Vec<(String, bool)> {
+    history
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(skip)
+        .map(|h| {
+            let by = h["created_by"].as_str().unwrap_or_default();
+            (
+                by.trim_end_matches(" # buildkit").to_string(),
+                h["empty_layer"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+fn compare(b: &Berth, case: &str, flags: &[&str], fixture: &str) {
+    let ctx = context(b, case);
+    let tag = format!("fixture/{case}:test");
+    let mut args = vec!["image", "build", "-q", "-t", &tag];
+    args.extend_from_slice(flags);
+    let ctx_s = ctx.to_string_lossy().into_owned();
+    args.push(&ctx_s);
+    b.ok(&args);
+    let want: Value = serde_json::from_slice(
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/build")
+                .join(case)
+                .join(fixture),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let got = config(b, &tag);
+    let empty = Value::Null;
+    for key in [
+        "Env",
+        "Cmd",
+        "Entrypoint",
+        "WorkingDir",
+        "User",
+        "ExposedPorts",
+        "Volumes",
+        "Labels",
+        "StopSignal",
+        "Healthcheck",
+        "Shell",
+        "OnBuild",
+    ] {
+        let w = want["config"].get(key).unwrap_or(&empty);
+        let g = got["config"].get(key).unwrap_or(&empty);
+        let normal = |v: &Value| {
+            if v == &Value::String(String::new()) {
+                Value::Null
+            } else {
+                v.clone()
+            }
+        };
+        assert_eq!(normal(g), normal(w), "{case} {fixture}: config {key}");
+    }
+    let want_steps = steps(&want["history"], 1);
+    let got_steps = steps(&got["history"], 1);
+    let allowed = |w: &(String, bool), g: &(String, bool)| {
+        // berth's WORKDIR on a directory the image has adds no layer (as the classic builder).
+        w.0 == g.0 && w.0.starts_with("WORKDIR ") && !w.1 && g.1
+    };
+    assert_eq!(
+        got_steps.len(),
+        want_steps.len(),
+        "{case} {fixture}: history\n{got_steps:#?}\n{want_steps:#?}"
+    );
+    for (g, w) in got_steps.iter().zip(&want_steps) {
+        assert!(
+            g == w || allowed(w, g),
+            "{case} {fixture}: history entry {g:?}, docker has {w:?}"
+        );
+    }
+}
+
+#[test]
+fn fixtures_match_docker_buildkit() {
+    let b = with_busybox("fixtures");
+    compare(&b, "config", &[], "docker-buildkit.json");
+    compare(&b, "chmod", &[], "docker-buildkit.json");
+    compare(&b, "args", &[], "docker-buildkit.json");
+    compare(
+        &b,
+        "args",
+        &["--build-arg", "GREETING=hi"],
+        "docker-buildkit-build-arg.json",
+    );
+    compare(&b, "multistage", &[], "docker-buildkit.json");
+    compare(
+        &b,
+        "multistage",
+        &["--target", "build"],
+        "docker-buildkit-target-build.json",
+    );
+    compare(&b, "shellform", &[], "docker-buildkit.json");
+    compare(&b, "dockerignore", &[], "docker-buildkit.json");
+    let listing = b.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "fixture/dockerignore:test",
+        "cat",
+        "/listing",
+    ]);
+    let want = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build/dockerignore/listing.txt"),
+    )
+    .unwrap();
+    assert_eq!(listing, want);
+}
+
+#[test]
+fn cache_hits_and_misses() {
+    let b = with_busybox("cache");
+    let ctx = b.root.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("app.txt"), "v1\n").unwrap();
+    std::fs::write(ctx.join("noise.log"), "a\n").unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "*.log\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM localhost/busybox:latest\nRUN echo one > /one\nCOPY app.txt /app.txt\nRUN cat /app.txt > /copy\nCMD [\"cat\", \"/copy\"]\n",
+    )
+    .unwrap();
+    let c = ctx.to_str().unwrap();
+    let build = |extra: &[&str]| {
+        let mut args = vec!["image", "build", "-t", "cache/app:1"];
+        args.extend_from_slice(extra);
+        args.push(c);
+        let out = b.berth(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let first = build(&[]);
+    assert_eq!(first.matches("Using cache").count(), 0, "{first}");
+    let id1 = b.ok(&["image", "build", "-q", "-t", "cache/app:1", c]);
+    std::fs::write(ctx.join("noise.log"), "b\n").unwrap();
+    let again = build(&[]);
+    assert_eq!(
+        again.matches("Using cache").count(),
+        4,
+        "an ignored file keeps the cache: {again}"
+    );
+    assert_eq!(b.ok(&["image", "build", "-q", "-t", "cache/app:1", c]), id1);
+    std::fs::write(ctx.join("app.txt"), "v2\n").unwrap();
+    let changed = build(&[]);
+    assert_eq!(
+        changed.matches("Using cache").count(),
+        1,
+        "the COPY and what follows run again: {changed}"
+    );
+    assert_eq!(b.ok(&["container", "run", "--rm", "cache/app:1"]), "v2\n");
+    let forced = build(&["--no-cache"]);
+    assert_eq!(forced.matches("Using cache").count(), 0, "{forced}");
+}
+
+#[test]
+fn errors_name_the_step_and_the_line() {
+    let b = with_busybox("errors");
+    let ctx = b.root.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM localhost/busybox:latest\nRUN echo boom; exit 3\n",
+    )
+    .unwrap();
+    let out = b.berth(&["image", "build", ctx.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("step 2/2 failed") && err.contains("exit code 3") && err.contains("boom"),
+        "{err}"
+    );
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM localhost/busybox:latest\nRUN true\nNOPE x\n",
+    )
+    .unwrap();
+    let out = b.berth(&["image", "build", ctx.to_str().unwrap()]);
+    assert!(text(&out.stderr).contains("Dockerfile:3"), "{}", text(&out.stderr));
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM localhost/busybox:latest\nCOPY missing.txt /x\n",
+    )
+    .unwrap();
+    let out = b.berth(&["image", "build", ctx.to_str().unwrap()]);
+    assert!(text(&out.stderr).contains("missing.txt"), "{}", text(&out.stderr));
+    let out = b.berth(&["image", "build", "--target", "nope", ctx.to_str().unwrap()]);
+    assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+    // Nothing is left running or stored by failed builds.
+    assert_eq!(b.ok(&["container", "ps", "-a", "-q"]), "");
+}
+
+#[test]
+fn heredocs_archives_ownership_and_onbuild() {
+    let b = with_busybox("features");
+    let ctx = b.root.join("ctx");
+    std::fs::create_dir_all(ctx.join("tree")).unwrap();
+    std::fs::write(ctx.join("tree/inner.txt"), "inner\n").unwrap();
+    let tgz = std::fs::File::create(ctx.join("bundle.tar.gz")).unwrap();
+    let mut t = tar::Builder::new(flate2::write::GzEncoder::new(tgz, flate2::Compression::default()));
+    t.append_dir_all("tree", ctx.join("tree")).unwrap();
+    t.into_inner().unwrap().finish().unwrap();
+    std::fs::write(ctx.join("owned.txt"), "owned\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM localhost/busybox:latest AS parent\nONBUILD RUN touch /triggered\n\
+         FROM parent\n\
+         RUN <<EOF\nset -e\necho from-heredoc > /h.txt\nEOF\n\
+         COPY <<EOF /etc/greeting\nhello $HOSTNAME_UNSET!\nEOF\n\
+         ADD bundle.tar.gz /opt/bundle/\n\
+         COPY --chown=1000:1000 --chmod=0640 owned.txt /srv/owned.txt\n\
+         FROM scratch AS final\nCOPY --from=1 /h.txt /triggered /opt/bundle/tree/inner.txt /srv/owned.txt /out/\n",
+    )
+    .unwrap();
+    b.ok(&[
+        "image",
+        "build",
+        "--target",
+        "1",
+        "-t",
+        "feat/mid:1",
+        ctx.to_str().unwrap(),
+    ]);
+    let got = b.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "feat/mid:1",
+        "sh",
+        "-c",
+        "cat /h.txt /etc/greeting /opt/bundle/tree/inner.txt; stat -c '%u:%g %a' /srv/owned.txt /srv; ls /triggered",
+    ]);
+    assert_eq!(
+        got,
+        "from-heredoc\nhello !\ninner\n1000:1000 640\n1000:1000 755\n/triggered\n"
+    );
+    b.ok(&["image", "build", "-t", "feat/final:1", ctx.to_str().unwrap()]);
+    let cfg = config(&b, "feat/final:1");
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 1, "{cfg}");
+}
+
+#[test]
+fn compose_builds_and_recreates_on_change() {
+    let b = with_busybox("compose");
+    let dir = b.root.join("proj");
+    std::fs::create_dir_all(dir.join("web")).unwrap();
+    std::fs::write(
+        dir.join("web/Dockerfile"),
+        "FROM localhost/busybox:latest\nARG MSG=default\nRUN echo \"$MSG\" > /msg\nCMD [\"sh\", \"-c\", \"cat /msg; exec sleep 1000\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("compose.yaml"),
+        "services:\n  web:\n    build:\n      context: ./web\n      args:\n        MSG: from-compose\n",
+    )
+    .unwrap();
+    let file = dir.join("compose.yaml");
+    let f = file.to_str().unwrap();
+    let compose = |args: &[&str]| {
+        let mut all = vec!["-f", f, "-p", "tbuild"];
+        all.extend_from_slice(args);
+        b.berth(&all)
+    };
+    let out = compose(&["up", "-d"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    b.until(10, "the log", || {
+        text(&compose(&["logs", "web"]).stdout).contains("from-compose")
+    });
+    std::fs::write(
+        dir.join("web/Dockerfile"),
+        "FROM localhost/busybox:latest\nARG MSG=default\nRUN echo \"$MSG v2\" > /msg\nCMD [\"sh\", \"-c\", \"cat /msg; exec sleep 1000\"]\n",
+    )
+    .unwrap();
+    let out = compose(&["up", "-d", "--build"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success() && err.contains("Recreated"), "{err}");
+    b.until(10, "the new log", || {
+        text(&compose(&["logs", "web"]).stdout).contains("from-compose v2")
+    });
+    let out = compose(&["build", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = compose(&["down", "-t", "0", "--rmi", "local"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(b.ok(&["container", "ps", "-a", "-q"]), "");
+}
