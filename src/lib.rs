@@ -2,8 +2,8 @@
 //!
 //! The library holds every layer; the `berth` binary only parses arguments and prints.
 
-pub mod cli;
 pub mod build;
+pub mod cli;
 pub mod compose;
 pub mod fsutil;
 pub mod graph;
