@@ -525,36 +525,27 @@ impl Builder<'_> {
                 }
                 created_by = format!("ARG {}", shown.join(" "));
             }
-            Instruction::Env(pairs) => {
-                let mut shown = Vec::new();
+            Instruction::Env(pairs) | Instruction::Label(pairs) => {
+                let is_env = matches!(step.kind, Instruction::Env(_));
                 let mut expanded = Vec::new();
                 for (k, v) in pairs {
                     expanded.push((expand(k)?, expand(v)?));
                 }
-                let list = c.env.get_or_insert_with(Vec::new);
+                let shown: Vec<String> = expanded.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 for (k, v) in expanded {
-                    shown.push(format!("{k}={v}"));
-                    // Docker replaces a variable where it is, or appends it.
-                    let entry = format!("{k}={v}");
-                    match list.iter_mut().find(|e| e.split('=').next() == Some(k.as_str())) {
-                        Some(e) => *e = entry,
-                        None => list.push(entry),
+                    if is_env {
+                        // Docker replaces a variable where it is, or appends it.
+                        let list = c.env.get_or_insert_with(Vec::new);
+                        let entry = format!("{k}={v}");
+                        match list.iter_mut().find(|e| e.split('=').next() == Some(k.as_str())) {
+                            Some(e) => *e = entry,
+                            None => list.push(entry),
+                        }
+                    } else {
+                        c.labels.get_or_insert_with(BTreeMap::new).insert(k, v);
                     }
                 }
-                created_by = format!("ENV {}", shown.join(" "));
-            }
-            Instruction::Label(pairs) => {
-                let mut shown = Vec::new();
-                let mut expanded = Vec::new();
-                for (k, v) in pairs {
-                    expanded.push((expand(k)?, expand(v)?));
-                }
-                let labels = c.labels.get_or_insert_with(BTreeMap::new);
-                for (k, v) in expanded {
-                    shown.push(format!("{k}={v}"));
-                    labels.insert(k, v);
-                }
-                created_by = format!("LABEL {}", shown.join(" "));
+                created_by = format!("{} {}", if is_env { "ENV" } else { "LABEL" }, shown.join(" "));
             }
             Instruction::Maintainer(name) => {
                 config.author = Some(name.clone());
