@@ -577,8 +577,13 @@ impl Store {
                 let _ = std::fs::remove_dir_all(&path);
             }
         }
+        // Partial writes, and the scratch directories of builds that were killed.
         for (_, path) in read_dir(&self.root.join("ingest"))? {
-            let _ = std::fs::remove_file(path);
+            if path.is_dir() {
+                let _ = std::fs::remove_dir_all(path);
+            } else {
+                let _ = std::fs::remove_file(path);
+            }
         }
         Ok(reclaimed)
     }
