@@ -357,3 +357,48 @@ fn compose_builds_and_recreates_on_change() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(b.ok(&["container", "ps", "-a", "-q"]), "");
 }
+
+#[test]
+fn a_stage_compiles_c_with_debians_toolchain_and_the_final_stage_runs_it() {
+    let b = with_busybox("compile");
+    let images = b.root.join("images-out");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-images.sh");
+    let made = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&images)
+        .arg("--debian")
+        .output()
+        .expect("run scripts/make-images.sh (needs debootstrap: apt-get install debootstrap)");
+    assert!(
+        made.status.success(),
+        "make-images.sh --debian failed (is debootstrap installed?): {}",
+        text(&made.stderr)
+    );
+    b.ok(&["image", "load", "-i", images.join("debian.tar").to_str().unwrap()]);
+    let ctx = b.root.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("hello.c"),
+        "#include <stdio.h>\nint main(void) { printf(\"compiled by berth\\n\"); return 0; }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM debian:bookworm AS build\n\
+         RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null\n\
+         COPY hello.c /src/hello.c\n\
+         RUN gcc -static -O2 -o /hello /src/hello.c\n\
+         FROM localhost/busybox:latest\n\
+         COPY --from=build /hello /usr/local/bin/hello\n\
+         CMD [\"hello\"]\n",
+    )
+    .unwrap();
+    b.ok(&["image", "build", "-q", "-t", "compiled/hello:1", ctx.to_str().unwrap()]);
+    assert_eq!(
+        b.ok(&["container", "run", "--rm", "compiled/hello:1"]),
+        "compiled by berth\n"
+    );
+    // The final image is the busybox layer plus the one COPY: nothing of the toolchain.
+    let cfg = config(&b, "compiled/hello:1");
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 2, "{cfg}");
+}
