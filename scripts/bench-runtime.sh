@@ -59,6 +59,7 @@ PY
 # Supervisor memory with 10 running containers: RSS, and PSS/USS, which count shared binary pages fairly.
 ids=()
 for i in $(seq 1 10); do ids+=("$($BERTH --root "$W/state" container run -d --rootfs "$W/rootfs" sleep 1000)"); done
+sleep 0.5   # a supervisor sheds its start-up pages 50 ms after the start; measure the steady state
 rss=0; pss=0; uss=0
 for id in "${ids[@]}"; do
   sp=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['supervisor_pid'])" "$W/state/containers/$id/state.json")

@@ -357,6 +357,30 @@ fn nothing_leaks_after_delete() {
 }
 
 #[test]
+fn run_rm_is_gone_when_it_returns_and_leaves_nothing() {
+    let env = Env::new("rmleak");
+    let out = env.run(&["--rm", "-m", "32m"], &["sh", "-c", "echo data > /file"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Gone the moment `run` returns.
+    assert_eq!(env.ok(&["container", "ps", "-aq"]), "");
+    let containers: Vec<_> = std::fs::read_dir(env.root.join("containers"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(containers.is_empty(), "state left: {containers:?}");
+    // A detached one, whose id we know: its supervisor deletes the retired directory after the container is
+    // gone from listings, then nothing of it is left.
+    let id = env.run_d(&["--rm", "-m", "32m"], &["sh", "-c", "echo data > /file"]);
+    let removing = env.root.join("removing");
+    env.until(10, "the container to be removed", || {
+        !env.state_dir(&id).exists() && std::fs::read_dir(&removing).map_or(true, |mut d| d.next().is_none())
+    });
+    assert!(cgroup_dirs(&id).is_empty(), "cgroup left: {:?}", cgroup_dirs(&id));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&id), "mount left: {mounts}");
+}
+
+#[test]
 fn confinement_matches_docker_defaults() {
     let env = Env::new("confine");
     let out = env.run(

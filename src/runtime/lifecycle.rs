@@ -110,6 +110,7 @@ impl Runtime {
     pub fn create(&self, mut spec: ContainerSpec) -> Result<Container> {
         validate(&spec)?;
         let _lock = FileLock::exclusive(&self.root.join("containers.lock"))?;
+        super::state::sweep_removing(&self.root);
         let existing = self.list()?;
         if spec.name.is_empty() {
             spec.name = generate_name(&existing);
@@ -323,7 +324,7 @@ impl Runtime {
         }
         self.wait_supervisor_gone(c);
         self.cleanup_dead(c)?;
-        std::fs::remove_dir_all(&c.dir.dir).map_err(RuntimeError::io("remove", &c.dir.dir))
+        c.dir.remove().map_err(RuntimeError::io("remove", &c.dir.dir))
     }
 
     /// Clears what a killed supervisor left behind: processes and the cgroup.

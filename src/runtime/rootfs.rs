@@ -59,6 +59,9 @@ pub struct RootfsPlan {
     pub merged: PathBuf,
     /// Mount the root read-only.
     pub read_only: bool,
+    /// The upper dir is deleted with the container: mount the overlay `volatile` (Linux 5.10), so that its
+    /// unmount, when the container's last process exits, does not sync the whole host file system first.
+    pub volatile: bool,
     /// Generated /etc/hosts, /etc/hostname and /etc/resolv.conf on the host.
     pub etc_files: Vec<(PathBuf, &'static str)>,
     /// The caller's mounts.
@@ -146,20 +149,29 @@ fn mount_overlay(plan: &RootfsPlan) -> Result<()> {
         escape_overlay_path(&plan.upper),
         escape_overlay_path(&plan.work)
     );
-    if data.len() >= 4096 {
+    if data.len() + ",volatile".len() >= 4096 {
         return Err(RuntimeError::Spec(format!(
             "overlay options are {} bytes, more than the kernel's 4096: too many layers",
             data.len()
         )));
     }
-    mount(
-        Some("overlay"),
-        &plan.merged,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(data.as_str()),
-    )
-    .map_err(RuntimeError::sys(format!(
+    let overlay = |data: &str| {
+        mount(
+            Some("overlay"),
+            &plan.merged,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data),
+        )
+    };
+    let mounted = match plan.volatile {
+        // A kernel before 5.10 does not know the option: the mount is merely slower to undo without it.
+        true => {
+            overlay(&format!("{data},volatile")).or_else(|e| if e == Errno::EINVAL { overlay(&data) } else { Err(e) })
+        }
+        false => overlay(&data),
+    };
+    mounted.map_err(RuntimeError::sys(format!(
         "mount overlay on {} ({data})",
         plan.merged.display()
     )))

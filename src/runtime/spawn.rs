@@ -8,10 +8,11 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability};
+use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -137,6 +138,14 @@ struct CloneArgs {
 
 /// fork-like `clone3`: returns 0 in the child and its pid in the parent.
 fn clone3(flags: CloneFlags) -> Result<i32> {
+    clone3_into(flags, None).map_err(RuntimeError::sys(format!("clone3({flags:?})")))
+}
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7), which `nix` does not name.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `clone3`, the child born in the v2 cgroup `cgroup` (a directory fd) when one is given.
+fn clone3_into(flags: CloneFlags, cgroup: Option<BorrowedFd>) -> nix::Result<i32> {
     // With CLONE_PARENT the kernel wants no exit signal here: the child inherits the caller's (SIGCHLD).
     let exit_signal = if flags.contains(CloneFlags::CLONE_PARENT) {
         0
@@ -148,6 +157,10 @@ fn clone3(flags: CloneFlags) -> Result<i32> {
         exit_signal,
         ..Default::default()
     };
+    if let Some(fd) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd.as_raw_fd() as u64;
+    }
     // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork: the child gets a copy of the
     // address space. The caller is single-threaded, so no lock is held by a thread that won't exist.
     let r = unsafe {
@@ -158,9 +171,24 @@ fn clone3(flags: CloneFlags) -> Result<i32> {
         )
     };
     if r < 0 {
-        return Err(RuntimeError::sys(format!("clone3({flags:?})"))(nix::Error::last()));
+        return Err(nix::Error::last());
     }
     Ok(r as i32)
+}
+
+/// Clones a child that starts in `cgroup` where the kernel can make it so (v2, `CLONE_INTO_CGROUP`). Returns its
+/// pid (0 in the child) and whether it was born there; if not, the child must call [`Cgroup::join_self`].
+fn clone3_in(flags: CloneFlags, cgroup: Option<&Cgroup>) -> Result<(i32, bool)> {
+    let dir = match cgroup {
+        Some(cg) => cg.v2_dir()?,
+        None => None,
+    };
+    match clone3_into(flags, dir.as_ref().map(AsFd::as_fd)) {
+        Ok(pid) => Ok((pid, dir.is_some())),
+        // A kernel older than 5.7 refuses the larger argument or the flag: join after the clone instead.
+        Err(Errno::E2BIG | Errno::EINVAL) if dir.is_some() => Ok((clone3(flags)?, false)),
+        Err(e) => Err(RuntimeError::sys(format!("clone3({flags:?})"))(e)),
+    }
 }
 
 /// A close-on-exec pipe: (read end, write end).
@@ -183,26 +211,18 @@ pub fn spawn_init(plan: &InitPlan, stdio: ChildStdio, hold: bool) -> Result<Spaw
     if plan.netns.is_none() && !plan.host_network {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    // The cgroup namespace must be created after joining the cgroup: the child does it once we say so.
-    let joined = match plan.cgroup {
-        Some(_) => {
-            flags.remove(CloneFlags::CLONE_NEWCGROUP);
-            Some(pipe()?)
-        }
-        None => None,
-    };
-    let pid = clone3(flags)?;
+    // The cgroup namespace must be created after joining the cgroup: the child does it.
+    if plan.cgroup.is_some() {
+        flags.remove(CloneFlags::CLONE_NEWCGROUP);
+    }
+    let (pid, born_inside) = clone3_in(flags, plan.cgroup.as_ref())?;
     if pid == 0 {
         drop(err_r);
-        let joined_r = joined.map(|(r, w)| {
-            drop(w);
-            r
-        });
         let go_r = go.map(|(r, w)| {
             drop(w);
             r
         });
-        let e = init_child(plan, stdio, joined_r, go_r, &err_w);
+        let e = init_child(plan, stdio, born_inside, go_r, &err_w);
         fail(&err_w, e)
     }
     drop(err_w);
@@ -210,24 +230,6 @@ pub fn spawn_init(plan: &InitPlan, stdio: ChildStdio, hold: bool) -> Result<Spaw
         drop(r);
         w
     });
-    if let (Some(cg), Some((joined_r, joined_w))) = (&plan.cgroup, joined) {
-        drop(joined_r);
-        // The first migration after a quiet period waits for an RCU grace period (~10 ms); the child
-        // mounts its file system meanwhile and waits only before it needs the cgroup.
-        if let Err(e) = cg.add_process(pid) {
-            // The child may have failed (and exited) first: its own report names the real cause.
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-            let _ = waitpid(Pid::from_raw(pid), None);
-            return Err(match read_setup_result(err_r) {
-                Err(f) => RuntimeError::Start {
-                    code: f.code,
-                    message: f.message,
-                },
-                Ok(()) => e,
-            });
-        }
-        let _ = nix::unistd::write(&joined_w, b"j");
-    }
     Ok(Spawned {
         pid: Pid::from_raw(pid),
         errors: err_r,
@@ -269,11 +271,11 @@ pub fn read_setup_result(errors: OwnedFd) -> Result<(), ExecFailure> {
 fn init_child(
     plan: &InitPlan,
     stdio: ChildStdio,
-    joined: Option<OwnedFd>,
+    born_inside: bool,
     go: Option<OwnedFd>,
     err_w: &OwnedFd,
 ) -> ExecFailure {
-    match init_setup(plan, stdio, joined) {
+    match init_setup(plan, stdio, born_inside) {
         Ok(()) => {}
         Err(e) => return setup_err(e),
     }
@@ -291,27 +293,26 @@ fn reset_signals() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
-fn init_setup(plan: &InitPlan, stdio: ChildStdio, joined: Option<OwnedFd>) -> Result<()> {
+/// `born_inside`: the child was cloned into its (v2) cgroup already.
+fn init_setup(plan: &InitPlan, stdio: ChildStdio, born_inside: bool) -> Result<()> {
     reset_signals();
     // The container must not outlive its supervisor, and nothing in it may ptrace this berth image.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(RuntimeError::sys("set pdeathsig"))?;
     nix::sys::prctl::set_dumpable(false).map_err(RuntimeError::sys("set dumpable"))?;
+    if let Some(cg) = &plan.cgroup {
+        // We are the only thread, so we move ourselves (see `Cgroup::join_self`), then get a cgroup namespace
+        // rooted there.
+        if !born_inside {
+            cg.join_self()?;
+        }
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(RuntimeError::sys("unshare cgroup namespace"))?;
+    }
     if let Some(fd) = &plan.netns {
         nix::sched::setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(RuntimeError::sys("join network namespace"))?;
     } else if !plan.host_network {
         loopback_up()?;
     }
     rootfs::setup(&plan.rootfs)?;
-    if let Some(joined) = joined {
-        // The supervisor moves us into the container's cgroup while we mount; wait for it.
-        let mut byte = [0u8; 1];
-        if nix::unistd::read(&joined, &mut byte) != Ok(1) {
-            return Err(RuntimeError::Spec(
-                "the supervisor did not move the process into its cgroup".into(),
-            ));
-        }
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(RuntimeError::sys("unshare cgroup namespace"))?;
-    }
     rootfs::mount_cgroups(&plan.rootfs)?;
     set_stdio(stdio)?;
     nix::unistd::sethostname(&plan.process.hostname).map_err(RuntimeError::sys("sethostname"))?;
@@ -711,10 +712,11 @@ pub fn spawn_exec(
 ) -> Result<Spawned> {
     let (err_r, err_w) = pipe()?;
     let (pid_r, pid_w) = pipe()?;
-    let mid = clone3(CloneFlags::empty())?;
+    let (mid, born_inside) = clone3_in(CloneFlags::empty(), cgroup)?;
     if mid == 0 {
         drop(err_r);
         drop(pid_r);
+        let cgroup = cgroup.filter(|_| !born_inside);
         let code = exec_intermediate(ns, cgroup, plan, stdio, &err_w, &pid_w);
         // SAFETY: leaving a forked child without running the parent's destructors.
         unsafe { libc::_exit(code) }
@@ -753,7 +755,7 @@ fn exec_intermediate(
     let joined = (|| -> Result<()> {
         nix::sys::prctl::set_dumpable(false).map_err(RuntimeError::sys("set dumpable"))?;
         if let Some(cg) = cgroup {
-            cg.add_process(0)?;
+            cg.join_self()?;
         }
         for (fd, flag) in &ns.fds {
             nix::sched::setns(fd.as_fd(), *flag).map_err(RuntimeError::sys(format!("setns {flag:?}")))?;
@@ -784,4 +786,74 @@ fn exec_intermediate(
     let mut f = std::fs::File::from(pid_w.try_clone().expect("dup of a valid fd"));
     let _ = f.write_all(&pid.to_le_bytes());
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cgroup::Layout;
+    use super::super::spec::Resources;
+    use super::*;
+
+    /// Clones a child into `cg` the way containers and execs are started and returns what its
+    /// `/proc/self/cgroup` said, with whether it was born there.
+    fn child_cgroups(cg: &Cgroup) -> (String, bool) {
+        let (out_r, out_w) = pipe().expect("pipe");
+        let (pid, born_inside) = clone3_in(CloneFlags::empty(), Some(cg)).expect("clone3");
+        if pid == 0 {
+            let joined = born_inside || cg.join_self().is_ok();
+            let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+            let _ = nix::unistd::write(&out_w, if joined { text.as_bytes() } else { b"join failed" });
+            // SAFETY: leaving the forked test child without running the harness's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        drop(out_w);
+        let mut text = String::new();
+        std::fs::File::from(out_r).read_to_string(&mut text).expect("read");
+        waitpid(Pid::from_raw(pid), None).expect("waitpid");
+        (text, born_inside)
+    }
+
+    fn unique(kind: &str) -> String {
+        format!(
+            "berth-test/spawn-{kind}-{}-{}",
+            std::process::id(),
+            crate::fsutil::random_hex(4)
+        )
+    }
+
+    /// A root test against the real kernel: on this host's hierarchies (v1 on a hybrid host) the child moves
+    /// itself; on a cgroup2 hierarchy (the hybrid host's `unified`, or the whole tree on a pure v2 host) it is
+    /// born inside with `CLONE_INTO_CGROUP`.
+    #[test]
+    fn children_start_in_their_cgroup() {
+        assert!(Uid::effective().is_root(), "this test needs root (CI runs as root)");
+        let mut layouts = vec![Layout::detect().expect("cgroup layout")];
+        let unified = Path::new("/sys/fs/cgroup/unified");
+        if !layouts[0].is_v2() && unified.join("cgroup.procs").exists() {
+            layouts.push(Layout::v2_at(unified.to_path_buf()));
+        }
+        for layout in layouts {
+            let v2 = layout.is_v2();
+            let rel = unique(if v2 { "v2" } else { "v1" });
+            let cg = Cgroup::new(layout, &rel);
+            cg.create(&Resources::default()).expect("create cgroup");
+            let (text, born_inside) = child_cgroups(&cg);
+            let _ = cg.delete();
+            assert_eq!(born_inside, v2, "only a v2 child is born in its cgroup: {text}");
+            let lines: Vec<&str> = text.lines().filter(|l| l.ends_with(&format!("/{rel}"))).collect();
+            if v2 {
+                assert_eq!(lines, [format!("0::/{rel}")], "{text}");
+            } else {
+                for controller in ["memory", "pids", "freezer", "cpu"] {
+                    assert!(
+                        lines.iter().any(|l| l
+                            .split(':')
+                            .nth(1)
+                            .is_some_and(|c| c.split(',').any(|c| c == controller))),
+                        "the child is not in the {controller} cgroup: {text}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -87,6 +87,26 @@ pub struct RunState {
     pub health: Option<Health>,
 }
 
+/// Where retired container directories are deleted, beside `containers/` (see `ContainerDir::retire`).
+const REMOVING: &str = "removing";
+
+/// Deletes what retired directories a killed process left in `<root>/removing/`: those older than a minute, so
+/// none that a live supervisor is still deleting.
+pub fn sweep_removing(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root.join(REMOVING)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > std::time::Duration::from_secs(60)));
+        if old {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// The paths of one container's state directory.
 #[derive(Debug, Clone)]
 pub struct ContainerDir {
@@ -133,6 +153,28 @@ impl ContainerDir {
     pub fn lock(&self) -> PathBuf {
         self.dir.join("supervisor.lock")
     }
+    /// Takes the directory out of `containers/` with one rename, into `<root>/removing/`, so the container
+    /// disappears from every listing at once however long deleting its files then takes (on ext4 each unlink
+    /// of a file still being written back waits for the disk). Returns the new place, for `remove_dir_all`.
+    pub fn retire(&self) -> std::io::Result<PathBuf> {
+        let (Some(containers), Some(name)) = (self.dir.parent(), self.dir.file_name()) else {
+            return Err(std::io::Error::other("not a container directory"));
+        };
+        let removing = containers.with_file_name(REMOVING);
+        std::fs::create_dir_all(&removing)?;
+        let to = removing.join(name);
+        std::fs::rename(&self.dir, &to)?;
+        Ok(to)
+    }
+
+    /// Deletes the directory: retired first (see `retire`), in place if that fails.
+    pub fn remove(&self) -> std::io::Result<()> {
+        match self.retire() {
+            Ok(to) => std::fs::remove_dir_all(to),
+            Err(_) => std::fs::remove_dir_all(&self.dir),
+        }
+    }
+
     /// A generated file for /etc (`hosts`, `hostname`, `resolv.conf`).
     pub fn etc(&self, name: &str) -> PathBuf {
         self.dir.join(name)
@@ -241,6 +283,26 @@ mod tests {
         assert_eq!(a.len(), 64);
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, new_id());
+    }
+
+    #[test]
+    fn retired_directories_leave_containers_at_once_and_only_old_ones_are_swept() {
+        let root = std::env::temp_dir().join(format!("berth-retire-{}", new_id()));
+        let dir = ContainerDir::new(&root, "c1");
+        std::fs::create_dir_all(dir.upper().join("a/b")).expect("mkdir");
+        std::fs::write(dir.state(), "{}").expect("write");
+        let to = dir.retire().expect("retire");
+        assert_eq!(to, root.join("removing/c1"));
+        assert!(!dir.dir.exists() && to.join("state.json").exists());
+        // A supervisor may still be deleting a young one: the sweep leaves it.
+        sweep_removing(&root);
+        assert!(to.exists());
+        std::fs::remove_dir_all(&to).expect("delete");
+        let other = ContainerDir::new(&root, "c2");
+        std::fs::create_dir_all(other.work()).expect("mkdir");
+        other.remove().expect("remove");
+        assert!(!other.dir.exists() && !root.join("removing/c2").exists());
+        std::fs::remove_dir_all(&root).expect("clean up");
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub const READY_FD_ENV: &str = "BERTH_READY_FD";
 /// A client that must not stall the supervisor: writes give up after this long.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long after a start, exec or probe the supervisor sheds its start-up pages (see `shed_later`).
+const SHED_DELAY: Duration = Duration::from_millis(50);
+
 /// Entry point of `berth __supervise <state-root> <container-id> [--attach]`. Returns the exit code.
 pub fn main(args: &[String]) -> i32 {
     let (Some(root), Some(id)) = (args.first(), args.get(1)) else {
@@ -261,6 +264,8 @@ struct Supervisor {
     backoff: Duration,
     ready: Option<OwnedFd>,
     attach_deadline: Option<Instant>,
+    /// When to drop the pages start-up code touched (see memory.rs), once things have settled.
+    shed_at: Option<Instant>,
     health: Option<HealthMonitor>,
     done: bool,
 }
@@ -333,6 +338,7 @@ impl Supervisor {
             backoff: Duration::from_millis(100),
             ready,
             attach_deadline: None,
+            shed_at: None,
             health,
             done: false,
         };
@@ -408,6 +414,7 @@ impl Supervisor {
             work: self.dir.work(),
             merged: self.dir.merged(),
             read_only: spec.rootfs.read_only,
+            volatile: spec.auto_remove,
             etc_files: vec![
                 (self.dir.etc("hosts"), "/etc/hosts"),
                 (self.dir.etc("hostname"), "/etc/hostname"),
@@ -558,7 +565,7 @@ impl Supervisor {
 
     fn event_loop(&mut self) {
         // Start-up is over: keep only the code the loop runs (see memory.rs).
-        super::memory::shed_file_pages();
+        self.shed_later();
         while !self.done {
             let timeout = self.next_timeout();
             let mut tokens = Vec::new();
@@ -642,6 +649,7 @@ impl Supervisor {
             self.stop_deadline,
             self.restart_at,
             self.attach_deadline,
+            self.shed_at,
             health_due,
             probe_deadline,
         ]
@@ -657,8 +665,19 @@ impl Supervisor {
         }
     }
 
+    /// Sheds the start-up pages in a moment rather than now: a container that has just started (or an exec or
+    /// probe that has just ended) is the busy time, when a client is attaching or the container is exiting, and
+    /// reading smaps would compete with them for the CPU. A short-lived container ends before it is due.
+    fn shed_later(&mut self) {
+        self.shed_at = Some(Instant::now() + SHED_DELAY);
+    }
+
     fn on_timers(&mut self) {
         let now = Instant::now();
+        if self.shed_at.is_some_and(|d| d <= now) {
+            self.shed_at = None;
+            super::memory::shed_file_pages();
+        }
         if self.stop_deadline.is_some_and(|d| d <= now) {
             self.stop_deadline = None;
             if let Some(m) = &self.main {
@@ -741,7 +760,11 @@ impl Supervisor {
             return;
         }
         self.state.status = Status::Exited;
-        let _ = self.dir.write_state(&self.state);
+        // A container removed on exit is about to vanish: recording its end would only hold the removal up
+        // (replacing a file on ext4 starts its write-back, and then waits on it).
+        if !self.cfg.spec.auto_remove {
+            let _ = self.dir.write_state(&self.state);
+        }
         self.finish(code, "");
     }
 
@@ -883,7 +906,7 @@ impl Supervisor {
         h.due = Some(Instant::now() + h.check.next_delay(record.status, m.started.elapsed()));
         let _ = self.dir.write_state(&self.state);
         // Starting the probe brought the spawn code back; the loop does not need it resident.
-        super::memory::shed_file_pages();
+        self.shed_later();
     }
 
     fn should_restart(&self, code: i32) -> bool {
@@ -901,7 +924,9 @@ impl Supervisor {
     fn finish(&mut self, code: i32, message: &str) {
         let _ = self.log.flush();
         self.cleanup();
-        if self.cfg.spec.auto_remove {
+        // Removed means gone from listings: retire the directory now, tell the clients, then delete its files.
+        let retired = self.cfg.spec.auto_remove.then(|| self.dir.retire());
+        if let Some(Err(_)) = retired {
             let _ = std::fs::remove_dir_all(&self.dir.dir);
         }
         let exit = control::exit_frame(code, message);
@@ -912,6 +937,9 @@ impl Supervisor {
                 Mode::Waiting => respond(&mut c.stream, &Response::Exited { code }),
             };
             *slot = None;
+        }
+        if let Some(Ok(dir)) = retired {
+            let _ = std::fs::remove_dir_all(dir);
         }
         self.done = true;
     }
@@ -1319,7 +1347,7 @@ impl Supervisor {
             }
             *slot = None;
         }
-        super::memory::shed_file_pages();
+        self.shed_later();
     }
 }
 
