@@ -15,7 +15,7 @@ use crate::image::reference::Reference;
 use crate::image::store::Store;
 use crate::runtime::Runtime;
 
-/// `image build` flags.
+// `image build` flags.
 #[derive(Debug, Clone, Args)]
 pub struct BuildArgs {
     /// Name and optionally tag the image (`name:tag`; repeatable).

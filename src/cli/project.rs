@@ -21,7 +21,7 @@ use crate::reconcile::{self, plan};
 use crate::runtime::Container;
 use crate::runtime::lifecycle::{LogRecord, read_log};
 
-/// `berth up` flags.
+// `berth up` flags.
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Detached mode: start the containers and return.
@@ -94,7 +94,7 @@ pub struct UpArgs {
     pub services: Vec<String>,
 }
 
-/// `berth down` flags.
+// `berth down` flags.
 #[derive(Debug, Args)]
 pub struct DownArgs {
     /// Also remove named volumes declared in the project and anonymous volumes.
@@ -111,7 +111,7 @@ pub struct DownArgs {
     pub rmi: Option<String>,
 }
 
-/// `berth ps` flags.
+// `berth ps` flags.
 #[derive(Debug, Args)]
 pub struct PsArgs {
     /// Show stopped containers too.
@@ -136,7 +136,7 @@ pub struct PsArgs {
     pub service: Vec<String>,
 }
 
-/// `berth logs` flags.
+// `berth logs` flags.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// Follow the output.
@@ -203,7 +203,7 @@ fn say(line: &str) {
     eprintln!(" ✔ {line}");
 }
 
-/// `berth build` flags.
+// `berth build` flags.
 #[derive(Debug, Clone, Args)]
 pub struct BuildArgs {
     /// Do not use the cache.
@@ -844,7 +844,7 @@ impl LogPrinter {
     }
 }
 
-/// Flags of the verbs that act on services' containers.
+// Flags of the verbs that act on services' containers.
 #[derive(Debug, Args)]
 pub struct ServiceArgs {
     /// Seconds to wait for a stop before SIGKILL (stop, restart).
@@ -1125,7 +1125,7 @@ pub fn is_service(cli: &Cli, name: &str) -> bool {
     load(cli, &[]).is_ok_and(|p| p.services.contains_key(name))
 }
 
-/// `berth exec` flags.
+// `berth exec` flags.
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// Run in the background.
@@ -1181,7 +1181,7 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> Result<i32> {
     super::container::exec_in(&engine.runtime, c, req)
 }
 
-/// `berth run` flags.
+// `berth run` flags.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Run in the background; print the container name.
@@ -1435,7 +1435,7 @@ fn remove_images(cli: &Cli, project: &Project, which: &str, out: &mut dyn Write)
     Ok(())
 }
 
-/// `berth create` flags.
+// `berth create` flags.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// Recreate containers even if their configuration is unchanged.
