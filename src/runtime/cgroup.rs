@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{ErrorKind, Write as _};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -235,6 +236,11 @@ impl Cgroup {
         Cgroup { layout, rel }
     }
 
+    /// Whether it lives in the unified (v2) hierarchy.
+    pub fn is_v2(&self) -> bool {
+        self.layout.is_v2()
+    }
+
     /// The cgroup of container `id`, `berth/<id>` under this host's hierarchies (reads the mount table).
     pub fn for_container(id: &str) -> Result<Cgroup> {
         Ok(Cgroup::new(Layout::detect()?, Path::new("berth").join(id)))
@@ -370,6 +376,45 @@ impl Cgroup {
         let file = if self.layout.is_v2() { "cgroup.procs" } else { "tasks" };
         for dir in self.used_dirs() {
             write(&dir.join(file), "0")?;
+        }
+        Ok(())
+    }
+
+    /// The directories of the hierarchies it uses, opened now (close-on-exec), for a later
+    /// [`Cgroup::join_self_at`] from a process whose view of the host's file system is gone by then (after
+    /// `pivot_root`). These are the host's cgroup file systems: close them before running anything else.
+    pub fn open_hierarchies(&self) -> Result<Vec<OwnedFd>> {
+        self.hierarchy_dirs()
+            .into_iter()
+            .map(|dir| {
+                nix::fcntl::open(
+                    &dir,
+                    nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| RuntimeError::Cgroup {
+                    path: dir.clone(),
+                    message: format!("open: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    /// [`Cgroup::join_self`] through the directories of [`Cgroup::open_hierarchies`].
+    pub fn join_self_at(&self, hierarchies: &[OwnedFd]) -> Result<()> {
+        let file = self.rel.join(if self.layout.is_v2() { "cgroup.procs" } else { "tasks" });
+        for dir in hierarchies {
+            let fd = nix::fcntl::openat(
+                dir,
+                &file,
+                nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .and_then(|fd| nix::unistd::write(&fd, b"0"));
+            fd.map_err(|e| RuntimeError::Cgroup {
+                path: file.clone(),
+                message: format!("write \"0\": {e}"),
+            })?;
         }
         Ok(())
     }
@@ -679,6 +724,22 @@ impl Cgroup {
             path: self.rel.clone(),
             message: format!("the {controller} cgroup controller is not mounted, so {what} is not possible"),
         })
+    }
+
+    /// The mount directory of each hierarchy used, in the order of `used_dirs`.
+    fn hierarchy_dirs(&self) -> Vec<PathBuf> {
+        match &self.layout {
+            Layout::V2 { root } => vec![root.clone()],
+            Layout::V1 { controllers } => {
+                let mut dirs: Vec<PathBuf> = Vec::new();
+                for dir in V1_CONTROLLERS.iter().filter_map(|c| controllers.get(*c)) {
+                    if !dirs.contains(dir) {
+                        dirs.push(dir.clone());
+                    }
+                }
+                dirs
+            }
+        }
     }
 
     /// One directory per hierarchy used, co-mounted controllers counted once, in `V1_CONTROLLERS` order.

@@ -200,7 +200,16 @@ pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 /// exists; the caller reads `errors` to learn whether it reached `execve`. With `hold`, the child stops
 /// just before executing its command until `Spawned::release`, so the whole setup can happen while
 /// a client is still attaching.
-pub fn spawn_init(plan: &InitPlan, stdio: ChildStdio, hold: bool) -> Result<Spawned> {
+///
+/// `make_cgroup` creates `plan.cgroup` with its limits. On v2 that happens before the clone, so the child is
+/// born there. On v1 it happens after, while the child mounts its file system, and the child waits for it
+/// only when it needs the cgroup, then moves itself in (see `Cgroup::join_self`).
+pub fn spawn_init(
+    plan: &InitPlan,
+    stdio: ChildStdio,
+    hold: bool,
+    make_cgroup: &mut dyn FnMut() -> Result<()>,
+) -> Result<Spawned> {
     let (err_r, err_w) = pipe()?;
     let go = if hold { Some(pipe()?) } else { None };
     let mut flags = CloneFlags::CLONE_NEWNS
@@ -212,17 +221,30 @@ pub fn spawn_init(plan: &InitPlan, stdio: ChildStdio, hold: bool) -> Result<Spaw
         flags |= CloneFlags::CLONE_NEWNET;
     }
     // The cgroup namespace must be created after joining the cgroup: the child does it.
-    if plan.cgroup.is_some() {
+    let mut created = false;
+    if let Some(cg) = &plan.cgroup {
         flags.remove(CloneFlags::CLONE_NEWCGROUP);
+        if cg.is_v2() {
+            make_cgroup()?;
+            created = true;
+        }
     }
-    let (pid, born_inside) = clone3_in(flags, plan.cgroup.as_ref())?;
+    let ready = match plan.cgroup.is_some() && !created {
+        true => Some(pipe()?),
+        false => None,
+    };
+    let (pid, born_inside) = clone3_in(flags, plan.cgroup.as_ref().filter(|_| created))?;
     if pid == 0 {
         drop(err_r);
         let go_r = go.map(|(r, w)| {
             drop(w);
             r
         });
-        let e = init_child(plan, stdio, born_inside, go_r, &err_w);
+        let ready_r = ready.map(|(r, w)| {
+            drop(w);
+            r
+        });
+        let e = init_child(plan, stdio, Joining { born_inside, ready: ready_r }, go_r, &err_w);
         fail(&err_w, e)
     }
     drop(err_w);
@@ -230,11 +252,35 @@ pub fn spawn_init(plan: &InitPlan, stdio: ChildStdio, hold: bool) -> Result<Spaw
         drop(r);
         w
     });
+    if let Some((ready_r, ready_w)) = ready {
+        drop(ready_r);
+        if let Err(e) = make_cgroup() {
+            // The child may have failed (and exited) first: its own report names the real cause.
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+            return Err(match read_setup_result(err_r) {
+                Err(f) => RuntimeError::Start {
+                    code: f.code,
+                    message: f.message,
+                },
+                Ok(()) => e,
+            });
+        }
+        let _ = nix::unistd::write(&ready_w, b"c");
+    }
     Ok(Spawned {
         pid: Pid::from_raw(pid),
         errors: err_r,
         go,
     })
+}
+
+/// How a new first process gets into its cgroup.
+struct Joining {
+    /// It was cloned into its (v2) cgroup.
+    born_inside: bool,
+    /// Otherwise: one byte arrives here once the cgroup exists, and the child moves itself in.
+    ready: Option<OwnedFd>,
 }
 
 /// Reports a setup failure to the parent and exits; never returns.
@@ -271,11 +317,11 @@ pub fn read_setup_result(errors: OwnedFd) -> Result<(), ExecFailure> {
 fn init_child(
     plan: &InitPlan,
     stdio: ChildStdio,
-    born_inside: bool,
+    joining: Joining,
     go: Option<OwnedFd>,
     err_w: &OwnedFd,
 ) -> ExecFailure {
-    match init_setup(plan, stdio, born_inside) {
+    match init_setup(plan, stdio, joining) {
         Ok(()) => {}
         Err(e) => return setup_err(e),
     }
@@ -293,26 +339,38 @@ fn reset_signals() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
-/// `born_inside`: the child was cloned into its (v2) cgroup already.
-fn init_setup(plan: &InitPlan, stdio: ChildStdio, born_inside: bool) -> Result<()> {
+fn init_setup(plan: &InitPlan, stdio: ChildStdio, joining: Joining) -> Result<()> {
     reset_signals();
     // The container must not outlive its supervisor, and nothing in it may ptrace this berth image.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(RuntimeError::sys("set pdeathsig"))?;
     nix::sys::prctl::set_dumpable(false).map_err(RuntimeError::sys("set dumpable"))?;
-    if let Some(cg) = &plan.cgroup {
-        // We are the only thread, so we move ourselves (see `Cgroup::join_self`), then get a cgroup namespace
-        // rooted there.
-        if !born_inside {
-            cg.join_self()?;
-        }
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(RuntimeError::sys("unshare cgroup namespace"))?;
-    }
     if let Some(fd) = &plan.netns {
         nix::sched::setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(RuntimeError::sys("join network namespace"))?;
     } else if !plan.host_network {
         loopback_up()?;
     }
+    // The host's cgroup hierarchies, reachable after pivot_root through these fds only.
+    let hierarchies = match &plan.cgroup {
+        Some(cg) if !joining.born_inside => cg.open_hierarchies()?,
+        _ => Vec::new(),
+    };
     rootfs::setup(&plan.rootfs)?;
+    if let Some(cg) = &plan.cgroup {
+        if let Some(ready) = joining.ready {
+            // The supervisor creates the cgroup while we mount: wait for it.
+            let mut byte = [0u8; 1];
+            if nix::unistd::read(&ready, &mut byte) != Ok(1) {
+                return Err(RuntimeError::Spec("the supervisor did not create the container's cgroup".into()));
+            }
+        }
+        if !joining.born_inside {
+            // We are the only thread, so moving in needs no global lock (see `Cgroup::join_self`).
+            cg.join_self_at(&hierarchies)?;
+        }
+        drop(hierarchies);
+        // A cgroup namespace rooted at the container's cgroup.
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(RuntimeError::sys("unshare cgroup namespace"))?;
+    }
     rootfs::mount_cgroups(&plan.rootfs)?;
     set_stdio(stdio)?;
     nix::unistd::sethostname(&plan.process.hostname).map_err(RuntimeError::sys("sethostname"))?;

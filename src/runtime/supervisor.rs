@@ -371,19 +371,15 @@ impl Supervisor {
         let _ = self.dir.write_state(&self.state);
     }
 
-    /// Work done once per supervisor: capabilities, the seccomp filter, the cgroup.
+    /// Work done once per supervisor: capabilities, the seccomp filter, naming the cgroup.
     fn prepare(&mut self) -> Result<()> {
         let sec = &self.cfg.spec.security;
         self.caps = process::capabilities(sec.privileged, &sec.cap_add, &sec.cap_drop)?;
         if !sec.privileged && !sec.seccomp_unconfined {
             self.filter = Some(Filter::docker_default(&self.caps));
         }
-        let cg = Cgroup::for_container(&self.cfg.id)?;
-        cg.create(&self.cfg.spec.resources)?;
-        if sec.privileged {
-            cg.allow_all_devices()?;
-        }
-        self.cgroup = Some(cg);
+        // Created with the first process (see `spawn::spawn_init`), which also applies the limits.
+        self.cgroup = Some(Cgroup::for_container(&self.cfg.id)?);
         Ok(())
     }
 
@@ -513,7 +509,17 @@ impl Supervisor {
             cgroup: self.cgroup.clone(),
             init: spec.init,
         };
-        let spawned = spawn::spawn_init(&plan, stdio, hold).map_err(setup)?;
+        let (cgroup, resources, privileged) = (&self.cgroup, &spec.resources, spec.security.privileged);
+        let mut make_cgroup = || -> Result<()> {
+            if let Some(cg) = cgroup {
+                cg.create(resources)?;
+                if privileged {
+                    cg.allow_all_devices()?;
+                }
+            }
+            Ok(())
+        };
+        let spawned = spawn::spawn_init(&plan, stdio, hold, &mut make_cgroup).map_err(setup)?;
         drop(plan);
         let held = Held {
             spawned,
