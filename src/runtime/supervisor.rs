@@ -50,6 +50,8 @@ pub fn main(args: &[String]) -> i32 {
         return 2;
     };
     let attach_wait = args.iter().any(|a| a == "--attach");
+    // Executed from a descriptor, the process would be named after its number ("5") in ps and top.
+    let _ = nix::sys::prctl::set_name(c"berth-supervise");
     // SAFETY: the fd number comes from our own parent, which dup'ed a pipe there for us.
     let ready = std::env::var(READY_FD_ENV)
         .ok()
