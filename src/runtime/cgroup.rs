@@ -402,7 +402,9 @@ impl Cgroup {
 
     /// [`Cgroup::join_self`] through the directories of [`Cgroup::open_hierarchies`].
     pub fn join_self_at(&self, hierarchies: &[OwnedFd]) -> Result<()> {
-        let file = self.rel.join(if self.layout.is_v2() { "cgroup.procs" } else { "tasks" });
+        let file = self
+            .rel
+            .join(if self.layout.is_v2() { "cgroup.procs" } else { "tasks" });
         for dir in hierarchies {
             let fd = nix::fcntl::openat(
                 dir,

@@ -244,7 +244,16 @@ pub fn spawn_init(
             drop(w);
             r
         });
-        let e = init_child(plan, stdio, Joining { born_inside, ready: ready_r }, go_r, &err_w);
+        let e = init_child(
+            plan,
+            stdio,
+            Joining {
+                born_inside,
+                ready: ready_r,
+            },
+            go_r,
+            &err_w,
+        );
         fail(&err_w, e)
     }
     drop(err_w);
@@ -360,7 +369,9 @@ fn init_setup(plan: &InitPlan, stdio: ChildStdio, joining: Joining) -> Result<()
             // The supervisor creates the cgroup while we mount: wait for it.
             let mut byte = [0u8; 1];
             if nix::unistd::read(&ready, &mut byte) != Ok(1) {
-                return Err(RuntimeError::Spec("the supervisor did not create the container's cgroup".into()));
+                return Err(RuntimeError::Spec(
+                    "the supervisor did not create the container's cgroup".into(),
+                ));
             }
         }
         if !joining.born_inside {
