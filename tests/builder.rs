@@ -1,9 +1,10 @@
-//! Dockerfile builds end to end through the CLI, as root: the fixtures of `tests/fixtures/build/`
-//! compared with what Docker's BuildKit recorded, the cache, errors, and a Compose build under `up`.
+//! Dockerfile builds end to end through the CLI, as root: the cache, errors, here-documents, archives,
+//! ownership, ONBUILD, a Compose build under `up`, and a C program compiled with Debian's toolchain.
+//! The comparisons with what Docker's BuildKit made of the fixtures are in `build_conformance.rs`.
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::berth::{Berth, text};
 use serde_json::Value;
@@ -27,159 +28,12 @@ fn with_busybox(name: &str) -> Berth {
     b
 }
 
-/// Copies a fixture folder into the state root, so builds never write into the repository.
-fn context(b: &Berth, case: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/build")
-        .join(case);
-    let dst = b.root.join(format!("ctx-{case}"));
-    copy_dir(&src, &dst);
-    // What the recording added next to the context was not in Docker's context.
-    for e in std::fs::read_dir(&dst).unwrap() {
-        let name = e.unwrap().file_name().to_string_lossy().into_owned();
-        if name.starts_with("docker-") || name == "listing.txt" {
-            std::fs::remove_file(dst.join(name)).unwrap();
-        }
-    }
-    dst
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
-}
-
 /// The image config of `image` (its id is the config blob's digest).
 fn config(b: &Berth, image: &str) -> Value {
     let id = b.ok(&["image", "inspect", image]);
     let doc: Value = serde_json::from_str(&id).unwrap();
     let id = doc[0]["Id"].as_str().unwrap().trim_start_matches("sha256:").to_string();
     serde_json::from_slice(&std::fs::read(b.root.join("images/blobs/sha256").join(id)).unwrap()).unwrap()
-}
-
-/// `(created_by, empty_layer)` of the entries after the base image's.
-fn steps(history: &Value, skip: usize) -> Vec<(String, bool)> {
-    history
-        .as_array()
-        .unwrap()
-        .iter()
-        .skip(skip)
-        .map(|h| {
-            let by = h["created_by"].as_str().unwrap_or_default();
-            (
-                by.trim_end_matches(" # buildkit").to_string(),
-                h["empty_layer"].as_bool().unwrap_or(false),
-            )
-        })
-        .collect()
-}
-
-fn compare(b: &Berth, case: &str, flags: &[&str], fixture: &str) {
-    let ctx = context(b, case);
-    let tag = format!("fixture/{case}:test");
-    let mut args = vec!["image", "build", "-q", "-t", &tag];
-    args.extend_from_slice(flags);
-    let ctx_s = ctx.to_string_lossy().into_owned();
-    args.push(&ctx_s);
-    b.ok(&args);
-    let want: Value = serde_json::from_slice(
-        &std::fs::read(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/build")
-                .join(case)
-                .join(fixture),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let got = config(b, &tag);
-    let empty = Value::Null;
-    for key in [
-        "Env",
-        "Cmd",
-        "Entrypoint",
-        "WorkingDir",
-        "User",
-        "ExposedPorts",
-        "Volumes",
-        "Labels",
-        "StopSignal",
-        "Healthcheck",
-        "Shell",
-        "OnBuild",
-    ] {
-        let w = want["config"].get(key).unwrap_or(&empty);
-        let g = got["config"].get(key).unwrap_or(&empty);
-        let normal = |v: &Value| {
-            if v == &Value::String(String::new()) {
-                Value::Null
-            } else {
-                v.clone()
-            }
-        };
-        assert_eq!(normal(g), normal(w), "{case} {fixture}: config {key}");
-    }
-    let want_steps = steps(&want["history"], 1);
-    let got_steps = steps(&got["history"], 1);
-    let allowed = |w: &(String, bool), g: &(String, bool)| {
-        // berth's WORKDIR on a directory the image has adds no layer (as the classic builder).
-        w.0 == g.0 && w.0.starts_with("WORKDIR ") && !w.1 && g.1
-    };
-    assert_eq!(
-        got_steps.len(),
-        want_steps.len(),
-        "{case} {fixture}: history\n{got_steps:#?}\n{want_steps:#?}"
-    );
-    for (g, w) in got_steps.iter().zip(&want_steps) {
-        assert!(
-            g == w || allowed(w, g),
-            "{case} {fixture}: history entry {g:?}, docker has {w:?}"
-        );
-    }
-}
-
-#[test]
-fn fixtures_match_docker_buildkit() {
-    let b = with_busybox("fixtures");
-    compare(&b, "config", &[], "docker-buildkit.json");
-    compare(&b, "chmod", &[], "docker-buildkit.json");
-    compare(&b, "args", &[], "docker-buildkit.json");
-    compare(
-        &b,
-        "args",
-        &["--build-arg", "GREETING=hi"],
-        "docker-buildkit-build-arg.json",
-    );
-    compare(&b, "multistage", &[], "docker-buildkit.json");
-    compare(
-        &b,
-        "multistage",
-        &["--target", "build"],
-        "docker-buildkit-target-build.json",
-    );
-    compare(&b, "shellform", &[], "docker-buildkit.json");
-    compare(&b, "dockerignore", &[], "docker-buildkit.json");
-    let listing = b.ok(&[
-        "container",
-        "run",
-        "--rm",
-        "fixture/dockerignore:test",
-        "cat",
-        "/listing",
-    ]);
-    let want = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build/dockerignore/listing.txt"),
-    )
-    .unwrap();
-    assert_eq!(listing, want);
 }
 
 #[test]

@@ -53,8 +53,8 @@ const METACOPY_XATTR: &[u8] = b"trusted.overlay.metacopy";
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 /// The name of the opaque-directory marker in a layer.
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
-/// The mode of whiteout and opaque marker files.
-const MARKER_MODE: u32 = 0o644;
+/// The mode of whiteout files, Docker's (both builders). An opaque marker takes its directory's mode and owner.
+const WHITEOUT_MODE: u32 = 0o600;
 /// The most symlinks followed in one lookup (Linux's limit).
 const MAX_HOPS: usize = 40;
 
@@ -218,7 +218,7 @@ impl Differ<'_> {
         let file_type = meta.file_type();
         if is_whiteout(meta) {
             let mut member = self.member(&node.name, b'0', meta);
-            member.mode = MARKER_MODE;
+            member.mode = WHITEOUT_MODE;
             self.write(&member)?;
             return Ok(None);
         }
@@ -234,9 +234,7 @@ impl Differ<'_> {
             self.write(&member)?;
             if xattrs.opaque {
                 let marker = [&dir_name[..], OPAQUE_MARKER].concat();
-                let mut member = self.member(&marker, b'0', meta);
-                member.mode = MARKER_MODE;
-                self.write(&member)?;
+                self.write(&self.member(&marker, b'0', meta))?;
             }
             return self.children(&node.host, &node.rel).map(Some);
         }
@@ -1072,6 +1070,14 @@ mod tests {
             let marker = item(marker);
             assert!(marker.data.is_empty() && marker.pax.is_empty() && marker.link.is_none());
         }
+        // Docker's modes (tests/fixtures/build/shellform/docker-*-layers.txt): 0600 for a whiteout, the
+        // directory's own for an opaque marker.
+        assert_eq!(item("etc/.wh.removed").mode, 0o600);
+        let (cache, opaque) = (item("var/cache/"), item("var/cache/.wh..wh..opq"));
+        assert_eq!(
+            (opaque.mode, opaque.uid, opaque.gid),
+            (cache.mode, cache.uid, cache.gid)
+        );
         let ping = item("bin/ping").pax.clone();
         let keys: Vec<&[u8]> = ping.keys().map(Vec::as_slice).collect();
         assert_eq!(

@@ -88,12 +88,9 @@ pub fn image_build(cli: &Cli, args: &BuildArgs, out: &mut dyn Write) -> Result<i
         writeln!(out, "{}", built.id)?;
     } else {
         writeln!(out, "Successfully built {}", built.id.short())?;
+        // Docker prints each name in its familiar form (`app:latest`, not `docker.io/library/app:latest`).
         for t in &spec.tags {
-            writeln!(
-                out,
-                "Successfully tagged {}",
-                t.tagged_name().unwrap_or_else(|| t.to_string())
-            )?;
+            writeln!(out, "Successfully tagged {t}")?;
         }
     }
     Ok(0)
