@@ -251,6 +251,10 @@ struct Supervisor {
     cfg: ContainerConfig,
     state: RunState,
     cgroup: Option<Cgroup>,
+    /// The container's mount namespace, held open while its process runs. The last process to leave a
+    /// mount namespace unmounts everything in it before its parent hears of its exit, waiting twice for
+    /// an RCU grace period; holding it moves that work after the clients have been told.
+    mnt_ns: Option<std::fs::File>,
     filter: Option<Filter>,
     caps: Vec<caps::Capability>,
     listener: UnixListener,
@@ -325,6 +329,7 @@ impl Supervisor {
             cfg,
             state,
             cgroup: None,
+            mnt_ns: None,
             filter: None,
             caps: Default::default(),
             listener,
@@ -522,6 +527,7 @@ impl Supervisor {
             Ok(())
         };
         let spawned = spawn::spawn_init(&plan, stdio, hold, &mut make_cgroup).map_err(setup)?;
+        self.mnt_ns = std::fs::File::open(format!("/proc/{}/ns/mnt", spawned.pid)).ok();
         drop(plan);
         let held = Held {
             spawned,
@@ -763,6 +769,7 @@ impl Supervisor {
             }
             self.state.status = Status::Restarting;
             let _ = self.dir.write_state(&self.state);
+            self.mnt_ns = None;
             self.restart_at = Some(Instant::now() + self.backoff);
             self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
             return;
@@ -946,6 +953,8 @@ impl Supervisor {
             };
             *slot = None;
         }
+        // Now the container's file system may be taken down (see `mnt_ns`).
+        self.mnt_ns = None;
         if let Some(Ok(dir)) = retired {
             let _ = std::fs::remove_dir_all(dir);
         }
