@@ -359,7 +359,10 @@ fn nothing_leaks_after_delete() {
 #[test]
 fn run_rm_is_gone_when_it_returns_and_leaves_nothing() {
     let env = Env::new("rmleak");
-    let out = env.run(&["--rm", "-m", "32m"], &["sh", "-c", "echo data > /file"]);
+    let out = env.run(
+        &["--rm", "-m", "32m"],
+        &["sh", "-c", "echo data > /file; grep ' / ' /proc/mounts"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     // Gone the moment `run` returns.
     assert_eq!(env.ok(&["container", "ps", "-aq"]), "");
@@ -368,6 +371,17 @@ fn run_rm_is_gone_when_it_returns_and_leaves_nothing() {
         .flatten()
         .collect();
     assert!(containers.is_empty(), "state left: {containers:?}");
+    // Its root was an overlay as Docker shows it and, being deleted on exit, a volatile one; a kept
+    // container's is not.
+    let root = text(&out.stdout);
+    assert!(
+        root.starts_with("overlay / overlay ") && root.contains("volatile"),
+        "{root}"
+    );
+    let kept = env.run(&[], &["grep", " / ", "/proc/mounts"]);
+    assert!(!text(&kept.stdout).contains("volatile"), "{}", text(&kept.stdout));
+    let kept_id = env.ok(&["container", "ps", "-aq"]);
+    env.ok(&["container", "rm", kept_id.trim()]);
     // A detached one, whose id we know: its supervisor deletes the retired directory after the container is
     // gone from listings, then nothing of it is left.
     let id = env.run_d(&["--rm", "-m", "32m"], &["sh", "-c", "echo data > /file"]);

@@ -75,6 +75,8 @@ pub struct InitPlan {
     pub host_network: bool,
     /// The cgroup to join first.
     pub cgroup: Option<Cgroup>,
+    /// The root overlay, made already as a detached mount (`rootfs::make_overlay`); `None` mounts it in the child.
+    pub overlay: Option<OwnedFd>,
     /// Run berth's small init as PID 1.
     pub init: bool,
 }
@@ -363,7 +365,7 @@ fn init_setup(plan: &InitPlan, stdio: ChildStdio, joining: Joining) -> Result<()
         Some(cg) if !joining.born_inside => cg.open_hierarchies()?,
         _ => Vec::new(),
     };
-    rootfs::setup(&plan.rootfs)?;
+    rootfs::setup(&plan.rootfs, plan.overlay.as_ref())?;
     if let Some(cg) = &plan.cgroup {
         if let Some(ready) = joining.ready {
             // The supervisor creates the cgroup while we mount: wait for it.

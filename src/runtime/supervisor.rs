@@ -255,6 +255,9 @@ struct Supervisor {
     /// mount namespace unmounts everything in it before its parent hears of its exit, waiting twice for
     /// an RCU grace period; holding it moves that work after the clients have been told.
     mnt_ns: Option<std::fs::File>,
+    /// The first start's root overlay, being made on another thread while the supervisor starts up (see
+    /// `rootfs::make_overlay`); joined before the clone, which must happen single-threaded.
+    overlay: Option<std::thread::JoinHandle<Option<OwnedFd>>>,
     filter: Option<Filter>,
     caps: Vec<caps::Capability>,
     listener: UnixListener,
@@ -287,6 +290,13 @@ impl Supervisor {
         };
         let cfg = dir.read_config()?;
         let mut state = dir.read_state()?;
+        let overlay = {
+            let (layers, upper, work) = (cfg.spec.rootfs.layers.clone(), dir.upper(), dir.work());
+            let volatile = cfg.spec.auto_remove;
+            std::thread::Builder::new()
+                .spawn(move || crate::runtime::rootfs::make_overlay(&layers, &upper, &work, volatile))
+                .ok()
+        };
         // SAFETY: setting dispositions and the child-subreaper flag of this single-threaded process.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_IGN);
@@ -330,6 +340,7 @@ impl Supervisor {
             state,
             cgroup: None,
             mnt_ns: None,
+            overlay,
             filter: None,
             caps: Default::default(),
             listener,
@@ -514,6 +525,7 @@ impl Supervisor {
             netns,
             host_network: spec.network == NetworkSpec::Host,
             cgroup: self.cgroup.clone(),
+            overlay: self.overlay.take().and_then(|h| h.join().ok().flatten()),
             init: spec.init,
         };
         let (cgroup, resources, privileged) = (&self.cgroup, &spec.resources, spec.security.privileged);
