@@ -297,6 +297,9 @@ struct State {
 struct StageVars {
     args: Vec<(String, Option<String>)>,
     cmd_set: bool,
+    /// The index of the stage whose own steps run (`None` while a base image's ONBUILD triggers run): a
+    /// `COPY --from` name means a stage before it.
+    stage: Option<usize>,
 }
 
 struct Builder<'a> {
@@ -387,6 +390,7 @@ impl Builder<'_> {
         let mut vars = StageVars {
             args: Vec::new(),
             cmd_set: false,
+            stage: None,
         };
         // ONBUILD triggers of a base image run first, and are not inherited.
         let triggers = state
@@ -404,6 +408,7 @@ impl Builder<'_> {
             let step = dockerfile::parse_trigger(&trigger, self.file.escape)?;
             state = self.step(state, &mut vars, &step)?;
         }
+        vars.stage = Some(stage.index);
         for step in &stage.steps {
             self.number += 1;
             self.progress.event(Event::Step {
@@ -670,7 +675,7 @@ impl Builder<'_> {
                     .collect();
                 return self.run_step(state, key, step, argv, run_env, &network, shown);
             }
-            Instruction::Copy(cp) => return self.copy_step(state, step, cp, &lookup),
+            Instruction::Copy(cp) => return self.copy_step(state, step, cp, &lookup, vars.stage),
         }
         let key = chain(&state.key, &json!(["config", created_by, config.config, config.author]));
         self.config_step(state, key, config, Some(created_by))
@@ -715,14 +720,7 @@ impl Builder<'_> {
             let key = chain(&state.key, &json!(["WORKDIR", dir]));
             return self.config_step(state, key, config, Some(created_by));
         }
-        let mut entries = vec![Entry {
-            path: dir.to_string(),
-            content: Content::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime: now_secs(),
-        }];
+        let mut entries = vec![Owner::default().entry(dir.to_string(), Content::Dir, 0o755)];
         copy::add_parents(&mut entries, &exists, Owner::default());
         let key = chain(&state.key, &json!(["WORKDIR", dir, "mkdir"]));
         if let Some(hit) = self.cached(&key)? {
@@ -898,6 +896,7 @@ impl Builder<'_> {
         step: &Step,
         cp: &CopyStep,
         lookup: &dyn Fn(&str) -> Option<String>,
+        stage: Option<usize>,
     ) -> Result<State> {
         let escape = self.file.escape;
         let expand = |w: &str| shell::expand(w, escape, lookup).map_err(|e| self.instruction_error(step, e.0));
@@ -957,12 +956,7 @@ impl Builder<'_> {
             None => (None, Vec::new()),
             Some(from) => {
                 let from = expand(from)?;
-                let stage_index = self
-                    .file
-                    .stages
-                    .iter()
-                    .position(|s| s.steps.iter().any(|x| std::ptr::eq(x, step)));
-                let before = stage_index.unwrap_or(self.file.stages.len());
+                let before = stage.unwrap_or(self.file.stages.len());
                 match find_stage(self.file, &from.to_ascii_lowercase(), before) {
                     Some(i) => {
                         let s = self
@@ -1021,23 +1015,9 @@ impl Builder<'_> {
                         };
                         if add && m.meta.is_file() && copy::is_archive(&m.host) {
                             if !exists(&dest) && !entries.iter().any(|e| e.path == dest) {
-                                entries.push(Entry {
-                                    path: dest.clone(),
-                                    content: Content::Dir,
-                                    mode: 0o755,
-                                    uid: owner.ids.map(|i| i.0).unwrap_or(0),
-                                    gid: owner.ids.map(|i| i.1).unwrap_or(0),
-                                    mtime: now_secs(),
-                                });
+                                entries.push(owner.entry(dest.clone(), Content::Dir, 0o755));
                             }
-                            entries.push(Entry {
-                                path: dest.clone(),
-                                content: Content::Archive(m.host.clone()),
-                                mode: 0o755,
-                                uid: owner.ids.map(|i| i.0).unwrap_or(0),
-                                gid: owner.ids.map(|i| i.1).unwrap_or(0),
-                                mtime: now_secs(),
-                            });
+                            entries.push(owner.entry(dest.clone(), Content::Archive(m.host.clone()), 0o755));
                             continue;
                         }
                         copy::entries_for(&root, &m, &target, owner, &mut entries)
@@ -1055,14 +1035,7 @@ impl Builder<'_> {
                         } else {
                             dest.clone()
                         };
-                        entries.push(Entry {
-                            path: target,
-                            content: Content::File(path),
-                            mode: owner.mode.unwrap_or(0o600),
-                            uid: owner.ids.map(|i| i.0).unwrap_or(0),
-                            gid: owner.ids.map(|i| i.1).unwrap_or(0),
-                            mtime: now_secs(),
-                        });
+                        entries.push(owner.entry(target, Content::File(path), owner.mode.unwrap_or(0o600)));
                     }
                     Resolved::Inline(content) => {
                         let target = if into_dir {
@@ -1070,14 +1043,8 @@ impl Builder<'_> {
                         } else {
                             dest.clone()
                         };
-                        entries.push(Entry {
-                            path: target,
-                            content: Content::Bytes(content.into_bytes()),
-                            mode: owner.mode.unwrap_or(0o644),
-                            uid: owner.ids.map(|i| i.0).unwrap_or(0),
-                            gid: owner.ids.map(|i| i.1).unwrap_or(0),
-                            mtime: now_secs(),
-                        });
+                        let bytes = Content::Bytes(content.into_bytes());
+                        entries.push(owner.entry(target, bytes, owner.mode.unwrap_or(0o644)));
                     }
                 }
             }
@@ -1250,13 +1217,6 @@ fn download(url: &str, work: &Path) -> std::result::Result<PathBuf, String> {
     let mut file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     std::io::copy(&mut response.body_mut().as_reader(), &mut file).map_err(|e| format!("cannot fetch {url}: {e}"))?;
     Ok(path)
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn history(created_by: String, empty_layer: bool) -> History {

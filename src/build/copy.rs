@@ -177,6 +177,20 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// A new entry made by the builder itself (a directory, an archive, a download, a here-document):
+    /// owned like `--chown` (root without), with `mode` as given and the current time.
+    pub fn entry(&self, path: String, content: Content, mode: u32) -> Entry {
+        let (uid, gid) = self.ids.unwrap_or((0, 0));
+        Entry {
+            path,
+            content,
+            mode,
+            uid,
+            gid,
+            mtime: now_secs(),
+        }
+    }
+
     fn apply(&self, mut e: Entry) -> Entry {
         if let Some((u, g)) = self.ids {
             e.uid = u;
@@ -294,21 +308,9 @@ pub fn add_parents(entries: &mut Vec<Entry>, exists: &dyn Fn(&str) -> bool, owne
             p = parent;
         }
     }
-    let (uid, gid) = owner.ids.unwrap_or((0, 0));
-    let mtime = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     let mut parents: Vec<Entry> = wanted
         .into_iter()
-        .map(|path| Entry {
-            path,
-            content: Content::Dir,
-            mode: 0o755,
-            uid,
-            gid,
-            mtime,
-        })
+        .map(|path| owner.entry(path, Content::Dir, 0o755))
         .collect();
     parents.append(entries);
     *entries = parents;
@@ -450,6 +452,14 @@ fn extract_into<W: Write>(b: &mut tar::Builder<W>, archive: &Path, dir: &str, e:
         }
     }
     Ok(())
+}
+
+/// Now, in seconds since the epoch: the modification time of entries the builder makes.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
