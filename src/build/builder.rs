@@ -1119,22 +1119,10 @@ impl Builder<'_> {
     fn chown_ids(&self, layers: &[PathBuf], spec: &str) -> std::result::Result<(u64, u64), String> {
         let passwd = layer::read_file(layers, "/etc/passwd").map(|b| String::from_utf8_lossy(&b).into_owned());
         let group = layer::read_file(layers, "/etc/group").map(|b| String::from_utf8_lossy(&b).into_owned());
-        let (user, grp) = match spec.split_once(':') {
-            Some((u, g)) => (u, Some(g)),
-            None => (spec, None),
-        };
-        let resolved = runtime::process::resolve_user(user, &[], passwd.as_deref(), group.as_deref())
+        // `user[:group]` as the runtime resolves a container's user: the group, when named, replaces the user's.
+        let resolved = runtime::process::resolve_user(spec, &[], passwd.as_deref(), group.as_deref())
             .map_err(|e| format!("--chown={spec}: {e}"))?;
-        let gid = match grp {
-            None => resolved.gid as u64,
-            Some(g) => {
-                match runtime::process::resolve_user(&format!("0:{g}"), &[], passwd.as_deref(), group.as_deref()) {
-                    Ok(r) => r.gid as u64,
-                    Err(e) => return Err(format!("--chown={spec}: {e}")),
-                }
-            }
-        };
-        Ok((resolved.uid as u64, gid))
+        Ok((resolved.uid as u64, resolved.gid as u64))
     }
 }
 
