@@ -373,7 +373,7 @@ impl Cgroup {
     /// (measured on Linux 6.18: 0.14 ms for ten hierarchies). On v2, where only whole processes move, prefer
     /// [`Cgroup::v2_dir`] with `CLONE_INTO_CGROUP`; this writes `cgroup.procs` and pays the wait.
     pub fn join_self(&self) -> Result<()> {
-        let file = if self.layout.is_v2() { "cgroup.procs" } else { "tasks" };
+        let file = self.self_join_file();
         for dir in self.used_dirs() {
             write(&dir.join(file), "0")?;
         }
@@ -402,9 +402,7 @@ impl Cgroup {
 
     /// [`Cgroup::join_self`] through the directories of [`Cgroup::open_hierarchies`].
     pub fn join_self_at(&self, hierarchies: &[OwnedFd]) -> Result<()> {
-        let file = self
-            .rel
-            .join(if self.layout.is_v2() { "cgroup.procs" } else { "tasks" });
+        let file = self.rel.join(self.self_join_file());
         for dir in hierarchies {
             let fd = nix::fcntl::openat(
                 dir,
@@ -746,18 +744,16 @@ impl Cgroup {
 
     /// One directory per hierarchy used, co-mounted controllers counted once, in `V1_CONTROLLERS` order.
     fn used_dirs(&self) -> Vec<PathBuf> {
-        match &self.layout {
-            Layout::V2 { root } => vec![root.join(&self.rel)],
-            Layout::V1 { .. } => {
-                let mut dirs: Vec<PathBuf> = Vec::new();
-                for dir in V1_CONTROLLERS.iter().filter_map(|c| self.dir(c)) {
-                    if !dirs.contains(&dir) {
-                        dirs.push(dir);
-                    }
-                }
-                dirs
-            }
-        }
+        self.hierarchy_dirs()
+            .into_iter()
+            .map(|dir| dir.join(&self.rel))
+            .collect()
+    }
+
+    /// The file a process writes `0` to to move itself in: v1 moves the calling thread (see `join_self`), v2
+    /// only whole processes.
+    fn self_join_file(&self) -> &'static str {
+        if self.layout.is_v2() { "cgroup.procs" } else { "tasks" }
     }
 }
 

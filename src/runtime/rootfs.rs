@@ -155,11 +155,7 @@ pub fn make_overlay(layers: &[PathBuf], upper: &Path, work: &Path, volatile: boo
     if layers.is_empty() {
         return None;
     }
-    let lower = layers
-        .iter()
-        .map(|p| escape_overlay_path(p))
-        .collect::<Vec<_>>()
-        .join(":");
+    let lower = lowerdir(layers);
     // SAFETY: fsopen with a NUL-terminated name; the result is a new fd we own.
     let fs = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) };
     if fs < 0 {
@@ -227,12 +223,7 @@ fn mount_overlay(plan: &RootfsPlan) -> Result<()> {
     if plan.layers.is_empty() {
         return Err(RuntimeError::Spec("the root file system has no layers".into()));
     }
-    let lower = plan
-        .layers
-        .iter()
-        .map(|p| escape_overlay_path(p))
-        .collect::<Vec<_>>()
-        .join(":");
+    let lower = lowerdir(&plan.layers);
     let data = format!(
         "lowerdir={lower},upperdir={},workdir={}",
         escape_overlay_path(&plan.upper),
@@ -264,6 +255,15 @@ fn mount_overlay(plan: &RootfsPlan) -> Result<()> {
         "mount overlay on {} ({data})",
         plan.merged.display()
     )))
+}
+
+/// The `lowerdir` value: the layers, top-most first, escaped and joined with `:`.
+fn lowerdir(layers: &[PathBuf]) -> String {
+    layers
+        .iter()
+        .map(|p| escape_overlay_path(p))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Overlay options separate paths with `:` and `,`; escape both, and backslashes.
