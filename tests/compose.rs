@@ -118,15 +118,6 @@ impl Drop for Project {
     }
 }
 
-/// A free TCP port on loopback.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// An HTTP GET on loopback, the body.
 fn http_get(port: u16) -> String {
     use std::io::Read;
@@ -140,7 +131,7 @@ fn http_get(port: u16) -> String {
 
 #[test]
 fn up_runs_the_stack_and_down_removes_it() {
-    let port = free_port();
+    let port = common::free_port();
     let p = Project::new(
         "stack",
         &format!(
@@ -504,7 +495,7 @@ services:
 
 #[test]
 fn the_quickstart_example_comes_up_healthy_and_serves() {
-    let port = free_port();
+    let port = common::free_port();
     let mut p = Project::new("quickstart", "services: {}\n");
     p.file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/compose.yaml");
     p.b.env.push(("WEB_PORT".into(), port.to_string()));

@@ -433,10 +433,7 @@ fn teardown_removes_links_namespaces_daemons_and_allocations() {
 fn the_endpoint_of_a_detached_rm_container_is_pruned() {
     let b = Berth::new("net-prune");
     b.ok(&["network", "create", "short"]);
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::free_port();
     let spec = format!("127.0.0.1:{port}:80");
     b.run_d(&["--rm", "--network", "short", "-p", &spec], &["true"]);
     until(10, "the --rm container to remove itself", || {

@@ -95,3 +95,25 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
     }
     out
 }
+
+/// A TCP port on 127.0.0.1 that is free now and that the kernel will not hand out on its own.
+///
+/// A port from `bind(…:0)` comes from the ephemeral range (`ip_local_port_range`, 32768–60999
+/// by default), where a parallel test that publishes `127.0.0.1::80` or connects anywhere can be
+/// given the same port between our check and our use. Ports here come from below that range,
+/// each one once per test process, starting at an offset drawn from the pid.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % COUNT;
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start + n) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT);
+}

@@ -3,7 +3,6 @@
 //! with bearer tokens from `tests/fixtures/registry/token_server.py`. Never a system-wide instance.
 //! Missing programs fail the test (a panic saying what to install), never skip it.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -100,7 +99,7 @@ impl Registry {
         // it: then the registry exits and the next attempt takes another port.
         let log = dir.join("registry.log");
         for _ in 0..ATTEMPTS {
-            let addr = format!("127.0.0.1:{}", free_port());
+            let addr = format!("127.0.0.1:{}", super::free_port());
             let config = format!(
                 "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth_config}",
                 dir.join("data").display()
@@ -132,7 +131,7 @@ impl Registry {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/registry/token_server.py");
         let log = self.dir.join("token-server.log");
         for _ in 0..ATTEMPTS {
-            let port = free_port();
+            let port = super::free_port();
             let mut child = Command::new("python3")
                 .arg(&script)
                 .args(["--port", &port.to_string(), "--user", user, "--password", pass])
@@ -202,10 +201,6 @@ fn make_key_and_cert(key: &Path, cert: &Path) {
 fn stop(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Polls `url` until it answers as expected (a registry: 200 or 401 with distribution's API version
