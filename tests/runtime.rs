@@ -570,6 +570,12 @@ fn create_start_restart_and_berth_errors() {
     assert!(text(&out.stderr).contains("already in use"), "{}", text(&out.stderr));
     let out = env.run(&["-m", "lots"], &["true"]);
     assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    // `run` starts its supervisor before it creates the container; when the create fails, the
+    // supervisor exits unused.
+    let root = env.root.display().to_string();
+    common::berth::until(5, "the unused supervisors to exit", || {
+        common::processes_mentioning(&root).is_empty()
+    });
     let out = env.berth(&["container", "rm", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

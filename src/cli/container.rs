@@ -578,9 +578,11 @@ pub fn port(cli: &Cli, name: &str, filter: Option<&str>, out: &mut dyn Write) ->
 }
 
 fn run_container(rt: &Runtime, a: &RunArgs, out: &mut dyn Write) -> Result<i32> {
+    // The supervisor loads while the container is created.
+    let standby = rt.standby()?;
     let c = create_container(rt, a, a.rm)?;
     if a.io.detach {
-        if let Err(e) = rt.start(&c, StartMode::Detached) {
+        if let Err(e) = rt.start_on(&c, StartMode::Detached, standby) {
             if a.rm {
                 let _ = rt.delete(&rt.refresh(&c)?, true);
                 let _ = disconnect(rt, &c);
@@ -590,7 +592,7 @@ fn run_container(rt: &Runtime, a: &RunArgs, out: &mut dyn Write) -> Result<i32> 
         writeln!(out, "{}", c.id())?;
         return Ok(0);
     }
-    if let Err(e) = rt.start(&c, StartMode::AttachFirst) {
+    if let Err(e) = rt.start_on(&c, StartMode::AttachFirst, standby) {
         if a.rm {
             let _ = disconnect(rt, &c);
         }

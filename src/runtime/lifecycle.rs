@@ -2,9 +2,9 @@
 //! pause, exec, top, stats, logs, delete — as seen from a CLI process. Long-lived work happens in the
 //! per-container supervisor; this side only records, spawns and asks.
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use super::control::{Client, ExecRequest, Request, Response};
 use super::error::{Result, RuntimeError};
 use super::spec::{ContainerSpec, NetworkSpec};
 use super::state::{ContainerConfig, ContainerDir, FileLock, RunState, Status, new_id, now, write_json_atomic};
-use super::supervisor::{READY_FD_ENV, SUBCOMMAND};
+use super::supervisor::{ATTACH_FLAG, GO_FD_ENV, READY_FD_ENV, STANDBY_FLAG, SUBCOMMAND};
 
 /// Containers under one state root.
 #[derive(Debug, Clone)]
@@ -120,11 +120,16 @@ impl Runtime {
         let id = new_id();
         let dir = ContainerDir::new(&self.root, &id);
         let hostname = spec.hostname.clone().unwrap_or_else(|| id[..12].to_string());
-        let made = (|| -> Result<()> {
-            for d in [dir.dir.clone(), dir.upper(), dir.work(), dir.merged()] {
-                std::fs::create_dir_all(&d).map_err(RuntimeError::io("create", &d))?;
+        let made = (|| -> Result<ContainerConfig> {
+            let mut mkdir = std::fs::DirBuilder::new();
+            mkdir
+                .mode(0o700)
+                .create(&dir.dir)
+                .map_err(RuntimeError::io("create", &dir.dir))?;
+            mkdir.mode(0o755);
+            for d in [dir.upper(), dir.work(), dir.merged()] {
+                mkdir.create(&d).map_err(RuntimeError::io("create", &d))?;
             }
-            set_mode(&dir.dir, 0o700)?;
             let write = |name: &str, body: String| {
                 let p = dir.etc(name);
                 std::fs::write(&p, body).map_err(RuntimeError::io("write", &p))
@@ -137,15 +142,22 @@ impl Runtime {
                 created: now(),
                 spec: spec.clone(),
             };
-            dir.write_state(&RunState::default())?;
+            // No state.json: a missing one reads as the default, a created container's.
             // config.json last: a directory without it is an unfinished create and is ignored by `list`.
-            write_json_atomic(&dir.config(), &config)
+            write_json_atomic(&dir.config(), &config)?;
+            Ok(config)
         })();
-        if let Err(e) = made {
-            let _ = std::fs::remove_dir_all(&dir.dir);
-            return Err(e);
+        match made {
+            Ok(config) => Ok(Container {
+                config,
+                state: RunState::default(),
+                dir,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir.dir);
+                Err(e)
+            }
         }
-        self.get(&id)
     }
 
     /// Appends `/etc/hosts` entries (`host`, `address`) to a container that has not started yet,
@@ -220,6 +232,25 @@ impl Runtime {
 
     /// Starts a created or exited container under a new supervisor.
     pub fn start(&self, c: &Container, mode: StartMode) -> Result<()> {
+        self.ready_to_start(c)?;
+        self.standby()?.go(&self.root, c.id(), mode)
+    }
+
+    /// Starts a supervisor before its container is known, so that loading the binary overlaps the caller's
+    /// own work on the container (`create`, on another core); [`Runtime::start_on`] hands the container over.
+    /// Dropped unused, the supervisor exits.
+    pub fn standby(&self) -> Result<Standby> {
+        spawn_standby(&self.root)
+    }
+
+    /// `start`, with a supervisor from [`Runtime::standby`].
+    pub fn start_on(&self, c: &Container, mode: StartMode, standby: Standby) -> Result<()> {
+        self.ready_to_start(c)?;
+        standby.go(&self.root, c.id(), mode)
+    }
+
+    /// Refuses a running container; clears what a dead supervisor left.
+    fn ready_to_start(&self, c: &Container) -> Result<()> {
         if c.is_running() {
             return Err(RuntimeError::State {
                 id: c.name().to_string(),
@@ -230,7 +261,7 @@ impl Runtime {
         if c.state.status == Status::Dead {
             self.cleanup_dead(c)?;
         }
-        spawn_supervisor(&self.root, c.id(), mode)
+        Ok(())
     }
 
     /// Sends a signal to the container's first process.
@@ -657,74 +688,126 @@ fn readonly_self_exe() -> Option<OwnedFd> {
     (r == 0).then_some(fd)
 }
 
-/// Starts `berth __supervise` fully detached (new session, reparented to init) and waits for its report.
-fn spawn_supervisor(root: &Path, id: &str, mode: StartMode) -> Result<()> {
+/// A supervisor started ahead of its container ([`Runtime::standby`]), waiting for the container's id.
+#[derive(Debug)]
+pub struct Standby {
+    /// Where the id goes; closed unused, it tells the supervisor to exit.
+    go: OwnedFd,
+    /// Where the supervisor reports, in one line, once the container has started or failed to.
+    ready: OwnedFd,
+    /// The process started, which leaves the supervisor to init and exits at once.
+    _launcher: Launcher,
+}
+
+/// A child that exits by itself right after it starts, reaped on drop.
+#[derive(Debug)]
+struct Launcher(nix::unistd::Pid);
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        let _ = nix::sys::wait::waitpid(self.0, None);
+    }
+}
+
+impl Standby {
+    /// Hands container `id` over and waits for the supervisor's report.
+    fn go(self, root: &Path, id: &str, mode: StartMode) -> Result<()> {
+        let Standby { go, ready, _launcher } = self;
+        let order = match mode {
+            StartMode::AttachFirst => format!("{id} {ATTACH_FLAG}\n"),
+            StartMode::Detached => format!("{id}\n"),
+        };
+        // A supervisor that died early is reported below, from its log, like one that dies later.
+        let _ = std::fs::File::from(go).write_all(order.as_bytes());
+        let mut msg = String::new();
+        // One line, not to EOF: a container process held before its command shares the pipe until it runs.
+        let _ = std::io::BufReader::new(std::fs::File::from(ready)).read_line(&mut msg);
+        if msg.starts_with("ok") {
+            return Ok(());
+        }
+        if let Some(rest) = msg.strip_prefix("err ") {
+            let (code, message) = rest.trim_end().split_once(' ').unwrap_or((rest, ""));
+            return Err(RuntimeError::Start {
+                code: code.parse().unwrap_or(125),
+                message: message.to_string(),
+            });
+        }
+        let log = std::fs::read_to_string(ContainerDir::new(root, id).supervisor_log()).unwrap_or_default();
+        Err(RuntimeError::Supervisor {
+            id: id[..12].to_string(),
+            message: format!("exited before reporting: {}", log.trim()),
+        })
+    }
+}
+
+/// Starts `berth __supervise ROOT --standby` with `posix_spawn`, which does not copy this process's memory as
+/// `fork` would. The started process forks the supervisor off to init and exits (see `supervisor::main`). The
+/// supervisor reads the container's id from fd 4 and reports on fd 3.
+fn spawn_standby(root: &Path) -> Result<Standby> {
+    use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
     let (ready_r, ready_w) = super::spawn::pipe()?;
-    let exe = readonly_self_exe();
+    let (go_r, go_w) = super::spawn::pipe()?;
+    // Above 4, so that the dup2s onto 3 and 4 overwrite neither each other's source nor the program.
+    let above = |fd: OwnedFd| -> Result<OwnedFd> {
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))
+            .map_err(RuntimeError::sys("fcntl"))
+            // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nobody else owns.
+            .map(|raw| unsafe { OwnedFd::from_raw_fd(raw) })
+    };
+    let (ready_w, go_r) = (above(ready_w)?, above(go_r)?);
+    let exe = readonly_self_exe().map(above).transpose()?;
     let program = match &exe {
         Some(fd) => format!("/proc/self/fd/{}", fd.as_raw_fd()),
         None => "/proc/self/exe".to_string(),
     };
-    let dir = ContainerDir::new(root, id);
-    let log_path = dir.dir.join("supervisor.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(RuntimeError::io("open", &log_path))?;
-    let mut cmd = std::process::Command::new(&program);
-    cmd.arg0("berth-supervisor")
-        .arg(SUBCOMMAND)
-        .arg(root)
-        .arg(id)
-        .env(READY_FD_ENV, "3")
+    let cstring =
+        |b: &[u8]| CString::new(b).map_err(|_| RuntimeError::sys("spawn supervisor")(nix::errno::Errno::EINVAL));
+    let args = [
+        cstring(b"berth-supervisor")?,
+        cstring(SUBCOMMAND.as_bytes())?,
+        cstring(root.as_os_str().as_bytes())?,
+        cstring(STANDBY_FLAG.as_bytes())?,
+    ];
+    let ours = [
+        (READY_FD_ENV, "3"),
+        (GO_FD_ENV, "4"),
         // mimalloc commits its first 4 MiB arena chunk eagerly; the supervisor needs a few kilobytes.
-        .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log);
-    if mode == StartMode::AttachFirst {
-        cmd.arg("--attach");
+        ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+    ];
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| !ours.iter().any(|(name, _)| k.as_bytes() == name.as_bytes()))
+        .filter_map(|(k, v)| CString::new([k.as_bytes(), b"=", v.as_bytes()].concat()).ok())
+        .collect();
+    for (k, v) in ours {
+        env.push(cstring(format!("{k}={v}").as_bytes())?);
     }
-    let ready_raw = ready_w.as_raw_fd();
-    // SAFETY: only async-signal-safe calls (setsid, dup2, fork, _exit) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::dup2(ready_raw, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Fork once more and let the middle process exit, so init adopts the supervisor and nobody
-            // has to reap it.
-            match libc::fork() {
-                -1 => Err(std::io::Error::last_os_error()),
-                0 => Ok(()),
-                _ => libc::_exit(0),
-            }
-        });
-    }
-    let mut child = cmd.spawn().map_err(RuntimeError::io("spawn supervisor", &program))?;
-    let _ = child.wait();
-    drop(ready_w);
-    drop(exe);
-    let mut msg = String::new();
-    // One line, not to EOF: a container process held before its command shares the pipe until it runs.
-    let _ = std::io::BufReader::new(std::fs::File::from(ready_r)).read_line(&mut msg);
-    if msg.starts_with("ok") {
-        return Ok(());
-    }
-    if let Some(rest) = msg.strip_prefix("err ") {
-        let (code, message) = rest.trim_end().split_once(' ').unwrap_or((rest, ""));
-        return Err(RuntimeError::Start {
-            code: code.parse().unwrap_or(125),
-            message: message.to_string(),
-        });
-    }
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    Err(RuntimeError::Supervisor {
-        id: id[..12].to_string(),
-        message: format!("exited before reporting: {}", log.trim()),
+    let (ready_raw, go_raw) = (ready_w.as_raw_fd(), go_r.as_raw_fd());
+    let spawn = || -> nix::Result<nix::unistd::Pid> {
+        use nix::fcntl::OFlag;
+        use nix::sys::signal::{SigSet, Signal};
+        use nix::sys::stat::Mode;
+        let mut actions = PosixSpawnFileActions::init()?;
+        actions.add_open(0, c"/dev/null", OFlag::O_RDONLY, Mode::empty())?;
+        // stderr too: the supervisor writes its few messages to the container's supervisor.log itself.
+        for fd in [1, 2] {
+            actions.add_open(fd, c"/dev/null", OFlag::O_WRONLY, Mode::empty())?;
+        }
+        actions.add_dup2(ready_raw, 3)?;
+        actions.add_dup2(go_raw, 4)?;
+        let mut attr = PosixSpawnAttr::init()?;
+        attr.set_sigmask(&SigSet::empty())?;
+        let mut defaults = SigSet::empty();
+        defaults.add(Signal::SIGPIPE);
+        attr.set_sigdefault(&defaults)?;
+        attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF)?;
+        nix::spawn::posix_spawn(program.as_str(), &actions, &attr, &args, &env)
+    };
+    let launcher = spawn().map_err(RuntimeError::sys("spawn supervisor"))?;
+    Ok(Standby {
+        go: go_w,
+        ready: ready_r,
+        _launcher: Launcher(launcher),
     })
 }

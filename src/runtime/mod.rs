@@ -17,5 +17,5 @@ pub mod state;
 pub mod supervisor;
 
 pub use error::{Result, RuntimeError};
-pub use lifecycle::{Container, Runtime, StartMode};
+pub use lifecycle::{Container, Runtime, Standby, StartMode};
 pub use spec::*;

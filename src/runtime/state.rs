@@ -149,9 +149,31 @@ impl ContainerDir {
     pub fn socket(&self) -> PathBuf {
         self.dir.join("ctl")
     }
-    /// The file the supervisor keeps locked while it lives.
-    pub fn lock(&self) -> PathBuf {
-        self.dir.join("supervisor.lock")
+    /// The supervisor's own messages (its stderr).
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.dir.join("supervisor.log")
+    }
+    /// Takes the lock a supervisor holds while it lives: a `flock` on the directory itself, which costs no
+    /// file. Waits up to `patience` for a supervisor that holds it to exit (one that recorded its container's
+    /// exit still deletes the cgroup before it goes); `None` when it is still held then.
+    pub fn lock_supervisor(&self, patience: std::time::Duration) -> Result<Option<File>> {
+        let dir = File::open(&self.dir).map_err(RuntimeError::io("open", &self.dir))?;
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            // SAFETY: flock on a valid, owned fd; the lock lasts as long as the file is open.
+            if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Some(dir));
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::EWOULDBLOCK) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Some(libc::EWOULDBLOCK) => return Ok(None),
+                _ => return Err(RuntimeError::io("lock", &self.dir)(e)),
+            }
+        }
     }
     /// Takes the directory out of `containers/` with one rename, into `<root>/removing/`, so the container
     /// disappears from every listing at once however long deleting its files then takes (on ext4 each unlink
@@ -200,7 +222,7 @@ impl ContainerDir {
 
     /// Whether a supervisor holds the lock now.
     pub fn supervisor_alive(&self) -> bool {
-        let Ok(f) = File::open(self.lock()) else {
+        let Ok(f) = File::open(&self.dir) else {
             return false;
         };
         // SAFETY: flock on a valid, owned fd; the lock is released when `f` closes.
@@ -276,6 +298,7 @@ impl FileLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn ids_are_64_hex_and_distinct() {
@@ -320,7 +343,19 @@ mod tests {
         assert_eq!(d.read_state().unwrap(), s);
         // Nobody holds the lock: the record's "running" is a lie.
         assert_eq!(d.observed_state().unwrap().status, Status::Dead);
-        let held = FileLock::exclusive(&d.lock()).unwrap();
+        let held = d
+            .lock_supervisor(Duration::ZERO)
+            .unwrap()
+            .expect("nobody else holds it");
+        let t = std::time::Instant::now();
+        assert!(
+            d.lock_supervisor(Duration::from_millis(30)).unwrap().is_none(),
+            "a second supervisor is refused"
+        );
+        assert!(
+            t.elapsed() >= Duration::from_millis(30),
+            "after waiting its patience out"
+        );
         assert!(d.supervisor_alive());
         assert_eq!(d.observed_state().unwrap().status, Status::Running);
         drop(held);

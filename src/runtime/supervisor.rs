@@ -29,7 +29,7 @@ use super::rootfs::RootfsPlan;
 use super::seccomp::Filter;
 use super::spawn::{self, ChildStdio, ContainerNamespaces, InitPlan, ProcessPlan};
 use super::spec::{NetworkSpec, RestartPolicy};
-use super::state::{ContainerConfig, ContainerDir, FileLock, RunState, Status, now};
+use super::state::{ContainerConfig, ContainerDir, RunState, Status, now};
 
 /// The hidden subcommand that runs a supervisor.
 pub const SUBCOMMAND: &str = "__supervise";
@@ -37,39 +37,100 @@ pub const SUBCOMMAND: &str = "__supervise";
 /// Environment variable naming the fd on which the supervisor reports readiness.
 pub const READY_FD_ENV: &str = "BERTH_READY_FD";
 
+/// Environment variable naming the fd from which a standby supervisor reads its order: the container's id,
+/// then ` --attach` when it should wait for a client.
+pub const GO_FD_ENV: &str = "BERTH_GO_FD";
+
+/// The argument, in place of a container id, that starts a supervisor on standby (see `Runtime::standby`).
+pub const STANDBY_FLAG: &str = "--standby";
+
+/// The second word of a standby order that makes the supervisor wait for a client before starting.
+pub const ATTACH_FLAG: &str = "--attach";
+
 /// A client that must not stall the supervisor: writes give up after this long.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a new supervisor waits for the container's previous one to exit.
+const PREDECESSOR_PATIENCE: Duration = Duration::from_secs(5);
 
 /// How long after a start, exec or probe the supervisor sheds its start-up pages (see `shed_later`).
 const SHED_DELAY: Duration = Duration::from_millis(50);
 
-/// Entry point of `berth __supervise <state-root> <container-id> [--attach]`. Returns the exit code.
+/// Entry point of `berth __supervise <state-root> --standby` (see `Runtime::standby`). Returns the exit code.
 pub fn main(args: &[String]) -> i32 {
-    let (Some(root), Some(id)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: berth {SUBCOMMAND} <state-root> <container-id> [--attach]");
+    let (Some(root), Some(STANDBY_FLAG)) = (args.first(), args.get(1).map(String::as_str)) else {
+        eprintln!("usage: berth {SUBCOMMAND} <state-root> {STANDBY_FLAG}");
         return 2;
     };
-    let attach_wait = args.iter().any(|a| a == "--attach");
+    // Leave the caller: the started process forks and returns to it at once, so the caller reaps a process
+    // that is already gone and init adopts the supervisor. Then a session of its own, away from the caller's
+    // terminal and its signals.
+    // SAFETY: fork while single-threaded (no thread is started before this); the parent only calls _exit.
+    match unsafe { libc::fork() } {
+        -1 => return 1,
+        0 => {}
+        // SAFETY: ends the parent without running anything more.
+        _ => unsafe { libc::_exit(0) },
+    }
+    let _ = nix::unistd::setsid();
     // Executed from a descriptor, the process would be named after its number ("5") in ps and top.
     let _ = nix::sys::prctl::set_name(c"berth-supervise");
+    let root = PathBuf::from(root);
+    let Some((id, attach_wait)) = take_order() else {
+        // The caller gave up on the start (its create failed, or it died): nothing to do.
+        return 0;
+    };
+    let dir = ContainerDir::new(&root, &id);
+    let log = dir.clone();
+    std::panic::set_hook(Box::new(move |info| complain(&log, &info.to_string())));
     // SAFETY: the fd number comes from our own parent, which dup'ed a pipe there for us.
-    let ready = std::env::var(READY_FD_ENV)
-        .ok()
-        .and_then(|s| s.parse::<RawFd>().ok())
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-    if let Some(fd) = &ready {
-        // Inherited without close-on-exec; no container process may keep it open.
-        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
-    }
-    // SAFETY: removing a variable while single-threaded.
-    unsafe { std::env::remove_var(READY_FD_ENV) };
-    match Supervisor::run(PathBuf::from(root), id, attach_wait, ready) {
+    let ready = inherited_fd(READY_FD_ENV).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    // The caller reads supervisor.log when the pipe ends without a report: it must not end before the
+    // message below is written.
+    let _until_logged = ready.as_ref().and_then(|fd| fd.try_clone().ok());
+    match Supervisor::run(root, &id, attach_wait, ready) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("supervisor: {e}");
+            complain(&dir, &e.to_string());
             1
         }
     }
+}
+
+/// Appends a line to the container's `supervisor.log`, which is made on first use: most supervisors never
+/// write one, and on a busy ext4 every file made and deleted slows the next one down.
+fn complain(dir: &ContainerDir, message: &str) {
+    let path = dir.supervisor_log();
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "supervisor: {message}");
+    }
+}
+
+/// The fd number in environment variable `name`, marked close-on-exec (no container process may keep it);
+/// the variable is removed.
+fn inherited_fd(name: &str) -> Option<RawFd> {
+    let fd = std::env::var(name).ok().and_then(|s| s.parse::<RawFd>().ok());
+    // SAFETY: removing a variable while single-threaded.
+    unsafe { std::env::remove_var(name) };
+    let fd = fd?;
+    // SAFETY: fcntl on a plain fd number; a bad one only fails.
+    (unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0).then_some(fd)
+}
+
+/// A standby supervisor's order: the container id and whether to wait for a client, read to EOF from the go
+/// pipe. `None` when the caller closed the pipe without an order, or sent a malformed one.
+fn take_order() -> Option<(String, bool)> {
+    // SAFETY: the fd number comes from our own parent, which dup'ed a pipe there for us.
+    let go = unsafe { OwnedFd::from_raw_fd(inherited_fd(GO_FD_ENV)?) };
+    let mut order = String::new();
+    std::fs::File::from(go).read_to_string(&mut order).ok()?;
+    let mut words = order.split_whitespace();
+    let id = words.next()?;
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let attach_wait = words.next() == Some(ATTACH_FLAG);
+    Some((id.to_string(), attach_wait))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,7 +343,8 @@ struct Supervisor {
 impl Supervisor {
     fn run(root: PathBuf, id: &str, attach_wait: bool, ready: Option<OwnedFd>) -> Result<()> {
         let dir = ContainerDir::new(&root, id);
-        let Some(_lock) = FileLock::try_exclusive(&dir.lock())? else {
+        // A start right after the container exited may find its last supervisor still cleaning up.
+        let Some(_lock) = dir.lock_supervisor(PREDECESSOR_PATIENCE)? else {
             return Err(RuntimeError::Supervisor {
                 id: id.to_string(),
                 message: "another supervisor already runs this container".into(),
@@ -628,7 +690,7 @@ impl Supervisor {
                 Ok(n) => n,
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => {
-                    eprintln!("supervisor: poll: {e}");
+                    complain(&self.dir, &format!("poll: {e}"));
                     return;
                 }
             };
@@ -977,7 +1039,7 @@ impl Supervisor {
         if let Some(cg) = &self.cgroup {
             let _ = cg.kill_all();
             if let Err(e) = cg.delete() {
-                eprintln!("supervisor: {e}");
+                complain(&self.dir, &e.to_string());
             }
         }
         let _ = std::fs::remove_file(self.dir.socket());
