@@ -317,6 +317,41 @@ fn logs_survive_the_cli_and_keep_streams_apart() {
 }
 
 #[test]
+fn the_supervisor_runs_from_a_read_only_binary_and_leaves_the_caller() {
+    let env = Env::new("supexe");
+    let id = env.run_d(&[], &["sleep", "100"]);
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.state_dir(&id).join("state.json")).unwrap()).unwrap();
+    let sup = st["supervisor_pid"].as_i64().unwrap();
+    // CVE-2019-5736: nothing may write the berth binary through a supervisor's /proc/PID/exe, not even root
+    // once the file is no longer busy: it is on a read-only mount, unlike the binary itself.
+    let read_only = |path: &str| {
+        nix::sys::statvfs::statvfs(path)
+            .unwrap()
+            .flags()
+            .contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
+    };
+    assert!(
+        read_only(&format!("/proc/{sup}/exe")),
+        "the supervisor's binary is on a writable mount"
+    );
+    assert!(
+        !read_only(env!("CARGO_BIN_EXE_berth")),
+        "the test binary's own mount is read-only"
+    );
+    // It was adopted by init (the CLI has exited), in a session of its own, and named for ps.
+    let stat = std::fs::read_to_string(format!("/proc/{sup}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    assert_ne!(fields[1], std::process::id().to_string(), "parent: {stat}");
+    assert_eq!(fields[3], sup.to_string(), "session: {stat}");
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{sup}/comm")).unwrap(),
+        "berth-supervise\n"
+    );
+    env.ok(&["container", "rm", "-f", &id]);
+}
+
+#[test]
 fn a_killed_supervisor_is_reported_and_cleaned_up() {
     let env = Env::new("supkill");
     let id = env.run_d(&[], &["sleep", "100"]);

@@ -13,7 +13,7 @@ use super::control::{Client, ExecRequest, Request, Response};
 use super::error::{Result, RuntimeError};
 use super::spec::{ContainerSpec, NetworkSpec};
 use super::state::{ContainerConfig, ContainerDir, FileLock, RunState, Status, new_id, now, write_json_atomic};
-use super::supervisor::{ATTACH_FLAG, GO_FD_ENV, READY_FD_ENV, STANDBY_FLAG, SUBCOMMAND};
+use super::supervisor::{ATTACH_FLAG, EXE_FD_ENV, GO_FD_ENV, READY_FD_ENV, STANDBY_FLAG, SUBCOMMAND};
 
 /// Containers under one state root.
 #[derive(Debug, Clone)]
@@ -742,7 +742,7 @@ impl Standby {
 
 /// Starts `berth __supervise ROOT --standby` with `posix_spawn`, which does not copy this process's memory as
 /// `fork` would. The started process forks the supervisor off to init and exits (see `supervisor::main`). The
-/// supervisor reads the container's id from fd 4 and reports on fd 3.
+/// supervisor reads the container's id from fd 4, reports on fd 3 and gets the binary's clone on fd 5.
 fn spawn_standby(root: &Path) -> Result<Standby> {
     use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
     use std::ffi::CString;
@@ -759,8 +759,8 @@ fn spawn_standby(root: &Path) -> Result<Standby> {
     let (ready_w, go_r) = (above(ready_w)?, above(go_r)?);
     let exe = readonly_self_exe().map(above).transpose()?;
     let program = match &exe {
-        Some(fd) => format!("/proc/self/fd/{}", fd.as_raw_fd()),
-        None => "/proc/self/exe".to_string(),
+        Some(_) => "/proc/self/fd/5",
+        None => "/proc/self/exe",
     };
     let cstring =
         |b: &[u8]| CString::new(b).map_err(|_| RuntimeError::sys("spawn supervisor")(nix::errno::Errno::EINVAL));
@@ -773,6 +773,7 @@ fn spawn_standby(root: &Path) -> Result<Standby> {
     let ours = [
         (READY_FD_ENV, "3"),
         (GO_FD_ENV, "4"),
+        (EXE_FD_ENV, if exe.is_some() { "5" } else { "" }),
         // mimalloc commits its first 4 MiB arena chunk eagerly; the supervisor needs a few kilobytes.
         ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
     ];
@@ -780,10 +781,11 @@ fn spawn_standby(root: &Path) -> Result<Standby> {
         .filter(|(k, _)| !ours.iter().any(|(name, _)| k.as_bytes() == name.as_bytes()))
         .filter_map(|(k, v)| CString::new([k.as_bytes(), b"=", v.as_bytes()].concat()).ok())
         .collect();
-    for (k, v) in ours {
+    for (k, v) in ours.into_iter().filter(|(_, v)| !v.is_empty()) {
         env.push(cstring(format!("{k}={v}").as_bytes())?);
     }
     let (ready_raw, go_raw) = (ready_w.as_raw_fd(), go_r.as_raw_fd());
+    let exe_raw = exe.as_ref().map(|fd| fd.as_raw_fd());
     let spawn = || -> nix::Result<nix::unistd::Pid> {
         use nix::fcntl::OFlag;
         use nix::sys::signal::{SigSet, Signal};
@@ -796,13 +798,19 @@ fn spawn_standby(root: &Path) -> Result<Standby> {
         }
         actions.add_dup2(ready_raw, 3)?;
         actions.add_dup2(go_raw, 4)?;
+        // The supervisor keeps the clone of the binary open: closing its last descriptor dissolves the
+        // detached mount, which waits for an RCU grace period (0.2-1.5 ms here). The supervisor does that
+        // once it is idle, instead of this process on the way to starting the container.
+        if let Some(fd) = exe_raw {
+            actions.add_dup2(fd, 5)?;
+        }
         let mut attr = PosixSpawnAttr::init()?;
         attr.set_sigmask(&SigSet::empty())?;
         let mut defaults = SigSet::empty();
         defaults.add(Signal::SIGPIPE);
         attr.set_sigdefault(&defaults)?;
         attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF)?;
-        nix::spawn::posix_spawn(program.as_str(), &actions, &attr, &args, &env)
+        nix::spawn::posix_spawn(program, &actions, &attr, &args, &env)
     };
     let launcher = spawn().map_err(RuntimeError::sys("spawn supervisor"))?;
     Ok(Standby {

@@ -41,6 +41,10 @@ pub const READY_FD_ENV: &str = "BERTH_READY_FD";
 /// then ` --attach` when it should wait for a client.
 pub const GO_FD_ENV: &str = "BERTH_GO_FD";
 
+/// Environment variable naming the fd of the read-only clone of the binary the supervisor runs from (empty
+/// when there is none); see `Supervisor::exe`.
+pub const EXE_FD_ENV: &str = "BERTH_EXE_FD";
+
 /// The argument, in place of a container id, that starts a supervisor on standby (see `Runtime::standby`).
 pub const STANDBY_FLAG: &str = "--standby";
 
@@ -83,12 +87,14 @@ pub fn main(args: &[String]) -> i32 {
     let dir = ContainerDir::new(&root, &id);
     let log = dir.clone();
     std::panic::set_hook(Box::new(move |info| complain(&log, &info.to_string())));
-    // SAFETY: the fd number comes from our own parent, which dup'ed a pipe there for us.
+    // SAFETY: the fd numbers come from our own parent, which dup'ed a pipe and the binary there for us.
     let ready = inherited_fd(READY_FD_ENV).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    // SAFETY: as above.
+    let exe = inherited_fd(EXE_FD_ENV).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     // The caller reads supervisor.log when the pipe ends without a report: it must not end before the
     // message below is written.
     let _until_logged = ready.as_ref().and_then(|fd| fd.try_clone().ok());
-    match Supervisor::run(root, &id, attach_wait, ready) {
+    match Supervisor::run(root, &id, attach_wait, ready, exe) {
         Ok(()) => 0,
         Err(e) => {
             complain(&dir, &e.to_string());
@@ -336,12 +342,16 @@ struct Supervisor {
     attach_deadline: Option<Instant>,
     /// When to drop the pages start-up code touched (see memory.rs), once things have settled.
     shed_at: Option<Instant>,
+    /// The descriptor of the read-only clone of the binary this process runs from, passed on by the CLI so
+    /// that its close, which waits for an RCU grace period, happens here when idle (at the first shedding) or at
+    /// exit. The mount itself lives on as long as this process runs from it.
+    exe: Option<OwnedFd>,
     health: Option<HealthMonitor>,
     done: bool,
 }
 
 impl Supervisor {
-    fn run(root: PathBuf, id: &str, attach_wait: bool, ready: Option<OwnedFd>) -> Result<()> {
+    fn run(root: PathBuf, id: &str, attach_wait: bool, ready: Option<OwnedFd>, exe: Option<OwnedFd>) -> Result<()> {
         let dir = ContainerDir::new(&root, id);
         // A start right after the container exited may find its last supervisor still cleaning up.
         let Some(_lock) = dir.lock_supervisor(PREDECESSOR_PATIENCE)? else {
@@ -419,6 +429,7 @@ impl Supervisor {
             ready,
             attach_deadline: None,
             shed_at: None,
+            exe,
             health,
             done: false,
         };
@@ -764,6 +775,7 @@ impl Supervisor {
         let now = Instant::now();
         if self.shed_at.is_some_and(|d| d <= now) {
             self.shed_at = None;
+            self.exe = None;
             super::memory::shed_file_pages();
         }
         if self.stop_deadline.is_some_and(|d| d <= now) {
