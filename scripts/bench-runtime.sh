@@ -48,7 +48,9 @@ for i in \$(seq 1 $N); do
 done
 LOOP
 # Rounds alternate between the runtimes (berth, crun, runc, berth, ...), so a noisy spell on this shared VM hits
-# all of them alike; the ratio is the median of the per-round ratios.
+# all of them alike; the ratio is the median of the per-round ratios. Each round starts after a pause: the kernel
+# frees namespaces and mounts in background workers for a while after a runtime's last container, and that work
+# must not land on whichever runtime happens to go next.
 python3 - "$W/loop.sh" "$N" "${ROUNDS:-10}" <<'PY'
 import statistics, subprocess, sys, time
 loop, n, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -56,6 +58,7 @@ names = {"berth": "berth", "crun": "crun-cgroupfs", "runc": "runc"}
 times = {k: [] for k in names}
 for _ in range(rounds + 1):
     for k, arg in names.items():
+        time.sleep(1)
         t = time.perf_counter()
         subprocess.run(["bash", loop, arg], check=True)
         times[k].append((time.perf_counter() - t) / n * 1000)

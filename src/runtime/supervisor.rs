@@ -1024,9 +1024,15 @@ impl Supervisor {
     /// The container stopped for good: clean up, tell everyone, and end the loop.
     fn finish(&mut self, code: i32, message: &str) {
         let _ = self.log.flush();
-        self.cleanup();
-        // Removed means gone from listings: retire the directory now, tell the clients, then delete its files.
-        let retired = self.cfg.spec.auto_remove.then(|| self.dir.retire());
+        let removed = self.cfg.spec.auto_remove;
+        if removed {
+            self.kill_all();
+        } else {
+            self.cleanup();
+        }
+        // Removed means gone from listings: retire the directory now, tell the clients, then delete the cgroup
+        // and the files, which nobody waits for any more.
+        let retired = removed.then(|| self.dir.retire());
         if let Some(Err(_)) = retired {
             let _ = std::fs::remove_dir_all(&self.dir.dir);
         }
@@ -1041,6 +1047,9 @@ impl Supervisor {
         }
         // Now the container's file system may be taken down (see `mnt_ns`).
         self.mnt_ns = None;
+        if removed {
+            self.delete_cgroup();
+        }
         if let Some(Ok(dir)) = retired {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -1048,13 +1057,23 @@ impl Supervisor {
     }
 
     fn cleanup(&mut self) {
+        self.kill_all();
+        self.delete_cgroup();
+        let _ = std::fs::remove_file(self.dir.socket());
+    }
+
+    fn kill_all(&self) {
         if let Some(cg) = &self.cgroup {
             let _ = cg.kill_all();
-            if let Err(e) = cg.delete() {
-                complain(&self.dir, &e.to_string());
-            }
         }
-        let _ = std::fs::remove_file(self.dir.socket());
+    }
+
+    fn delete_cgroup(&self) {
+        if let Some(cg) = &self.cgroup
+            && let Err(e) = cg.delete()
+        {
+            complain(&self.dir, &e.to_string());
+        }
     }
 
     fn begin_stop(&mut self, sig: Signal, timeout: u64) {
