@@ -455,7 +455,9 @@ fn mount_dev(root: &OwnedFd, shm_size: u64) -> Result<()> {
         Mode::empty(),
     )
     .map_err(sys("open /dev"))?;
-    for (name, major, minor) in DEVICES {
+    // mknod honours the umask; the nodes must be 0666 whatever this process's umask is.
+    let umask = nix::sys::stat::umask(Mode::empty());
+    let made = DEVICES.iter().try_for_each(|(name, major, minor)| {
         mknodat(
             dev.as_fd(),
             *name,
@@ -463,16 +465,10 @@ fn mount_dev(root: &OwnedFd, shm_size: u64) -> Result<()> {
             Mode::from_bits_truncate(0o666),
             nix::sys::stat::makedev(*major, *minor),
         )
-        .map_err(RuntimeError::sys(format!("mknod /dev/{name}")))?;
-        // mknod honours the umask; set the mode explicitly.
-        nix::sys::stat::fchmodat(
-            dev.as_fd(),
-            *name,
-            Mode::from_bits_truncate(0o666),
-            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
-        )
-        .map_err(RuntimeError::sys(format!("chmod /dev/{name}")))?;
-    }
+        .map_err(RuntimeError::sys(format!("mknod /dev/{name}")))
+    });
+    nix::sys::stat::umask(umask);
+    made?;
     for (link, to) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
