@@ -352,6 +352,45 @@ fn the_supervisor_runs_from_a_read_only_binary_and_leaves_the_caller() {
 }
 
 #[test]
+fn a_symlink_in_the_image_cannot_redirect_a_mount_target_to_the_host() {
+    let mut env = Env::new("mnt-escape");
+    // An image whose /link points at /tmp: inside the container that is the container's /tmp.
+    let image = env.root.join("image");
+    let copied = std::process::Command::new("cp")
+        .args(["-a", &env.rootfs.display().to_string(), &image.display().to_string()])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::create_dir_all(image.join("tmp")).unwrap();
+    std::os::unix::fs::symlink("/tmp", image.join("link")).unwrap();
+    env.rootfs = image;
+    let name = format!("berth-escaped-mount-point-{}", std::process::id());
+    let host_side = Path::new("/tmp").join(&name);
+    let source = env.root.join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("marker"), "inside\n").unwrap();
+    let target = format!("/link/{name}/deeper");
+    let volume = format!("{}:{target}", source.display());
+    let out = env.run(
+        &["--rm", "-v", &volume],
+        &["cat", &format!("/tmp/{name}/deeper/marker")],
+    );
+    let leaked = host_side.exists();
+    let _ = std::fs::remove_dir_all(&host_side);
+    assert!(!leaked, "a mount point was made on the host at {}", host_side.display());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "inside\n");
+    // Only the last component missing: the quick path.
+    let target = format!("/link/{name}");
+    let volume = format!("{}:{target}", source.display());
+    let out = env.run(&["--rm", "-v", &volume], &["cat", &format!("/tmp/{name}/marker")]);
+    let leaked = host_side.exists();
+    let _ = std::fs::remove_dir_all(&host_side);
+    assert!(!leaked, "a mount point was made on the host at {}", host_side.display());
+    assert_eq!(text(&out.stdout), "inside\n", "{}", text(&out.stderr));
+}
+
+#[test]
 fn a_killed_supervisor_is_reported_and_cleaned_up() {
     let env = Env::new("supkill");
     let id = env.run_d(&[], &["sleep", "100"]);

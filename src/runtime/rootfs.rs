@@ -298,20 +298,24 @@ enum Kind {
 /// Opens `target` (absolute, inside the container) under `root` with O_PATH, creating missing components.
 /// Symlinks resolve inside the root, never outside it.
 fn resolve_in_root(root: &OwnedFd, target: &str, kind: Kind) -> Result<OwnedFd> {
-    let how = || {
-        OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
-    };
     let rel = clean_target(target)?;
-    match openat2(root.as_fd(), rel.as_path(), how()) {
+    match openat2(root.as_fd(), rel.as_path(), in_root()) {
         Ok(fd) => return Ok(fd),
         Err(Errno::ENOENT) => {}
         Err(e) => {
             return Err(RuntimeError::sys(format!("resolve mount target {target}"))(e));
         }
     }
-    // Create the missing components one by one, each resolved inside the root.
+    // Usually only the last component is missing (a mount point the image lacks): make it in its parent.
+    let file = kind == Kind::File;
+    if let (Some(dir), Some(name)) = (rel.parent().filter(|p| !p.as_os_str().is_empty()), rel.file_name()) {
+        match openat2(root.as_fd(), dir, in_root()) {
+            Ok(parent) => return make_component(root, &parent, name, &rel, file, target),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(RuntimeError::sys(format!("resolve mount target {target}"))(e)),
+        }
+    }
+    // Else create the missing components one by one, each resolved inside the root.
     let comps: Vec<_> = rel.components().collect();
     let mut prefix = PathBuf::new();
     let mut parent = nix::fcntl::openat(root.as_fd(), ".", OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
@@ -320,43 +324,56 @@ fn resolve_in_root(root: &OwnedFd, target: &str, kind: Kind) -> Result<OwnedFd> 
         let name = c.as_os_str();
         prefix.push(name);
         let last = i + 1 == comps.len();
-        match openat2(root.as_fd(), prefix.as_path(), how()) {
-            Ok(fd) => parent = fd,
-            Err(Errno::ENOENT) => {
-                // The parent is open as O_PATH; creation needs a real directory fd.
-                let dir = nix::fcntl::openat(
-                    parent.as_fd(),
-                    ".",
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(RuntimeError::sys(format!("open parent of mount target {target}")))?;
-                let created = if last && kind == Kind::File {
-                    nix::fcntl::openat(
-                        dir.as_fd(),
-                        name,
-                        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-                        Mode::from_bits_truncate(0o644),
-                    )
-                    .map(drop)
-                } else {
-                    nix::sys::stat::mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(0o755))
-                };
-                match created {
-                    Ok(()) | Err(Errno::EEXIST) => {}
-                    Err(e) => {
-                        return Err(RuntimeError::sys(format!("create mount target {target}"))(e));
-                    }
-                }
-                parent = openat2(root.as_fd(), prefix.as_path(), how())
-                    .map_err(RuntimeError::sys(format!("resolve mount target {target}")))?;
-            }
-            Err(e) => {
-                return Err(RuntimeError::sys(format!("resolve mount target {target}"))(e));
-            }
-        }
+        parent = match openat2(root.as_fd(), prefix.as_path(), in_root()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => make_component(root, &parent, name, &prefix, last && file, target)?,
+            Err(e) => return Err(RuntimeError::sys(format!("resolve mount target {target}"))(e)),
+        };
     }
     Ok(parent)
+}
+
+/// An O_PATH open that resolves every component inside the root and follows no magic links.
+fn in_root() -> OpenHow {
+    OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+}
+
+/// Creates `name` (a directory, or an empty file when `file`) in `parent`, an O_PATH fd, and resolves it again
+/// as `path` inside the root, so that whatever was made, only something inside the root is returned.
+fn make_component(
+    root: &OwnedFd,
+    parent: &OwnedFd,
+    name: &std::ffi::OsStr,
+    path: &Path,
+    file: bool,
+    target: &str,
+) -> Result<OwnedFd> {
+    // The parent is open as O_PATH; creation needs a real directory fd.
+    let dir = nix::fcntl::openat(
+        parent.as_fd(),
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(RuntimeError::sys(format!("open parent of mount target {target}")))?;
+    let created = if file {
+        nix::fcntl::openat(
+            dir.as_fd(),
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map(drop)
+    } else {
+        nix::sys::stat::mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(0o755))
+    };
+    match created {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(RuntimeError::sys(format!("create mount target {target}"))(e)),
+    }
+    openat2(root.as_fd(), path, in_root()).map_err(RuntimeError::sys(format!("resolve mount target {target}")))
 }
 
 /// Turns an absolute container path into a relative one with no `..`; rejects anything else.
