@@ -320,8 +320,7 @@ fn logs_survive_the_cli_and_keep_streams_apart() {
 fn the_supervisor_runs_from_a_read_only_binary_and_leaves_the_caller() {
     let env = Env::new("supexe");
     let id = env.run_d(&[], &["sleep", "100"]);
-    let st: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(env.state_dir(&id).join("state.json")).unwrap()).unwrap();
+    let st = env.state_json(&id);
     let sup = st["supervisor_pid"].as_i64().unwrap();
     // CVE-2019-5736: nothing may write the berth binary through a supervisor's /proc/PID/exe, not even root
     // once the file is no longer busy: it is on a read-only mount, unlike the binary itself.
@@ -394,8 +393,7 @@ fn a_symlink_in_the_image_cannot_redirect_a_mount_target_to_the_host() {
 fn a_killed_supervisor_is_reported_and_cleaned_up() {
     let env = Env::new("supkill");
     let id = env.run_d(&[], &["sleep", "100"]);
-    let st: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(env.state_dir(&id).join("state.json")).unwrap()).unwrap();
+    let st = env.state_json(&id);
     let sup = st["supervisor_pid"].as_i64().unwrap() as i32;
     let pid = st["pid"].as_i64().unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), nix::sys::signal::Signal::SIGKILL).unwrap();
@@ -549,8 +547,7 @@ fn the_berth_binary_cannot_be_overwritten_from_inside() {
     assert!(!s.contains("wrote"), "{s}");
     // And the supervisor runs from a read-only clone of the binary, even for the host's root.
     let id = env.run_d(&[], &["sleep", "100"]);
-    let st: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(env.state_dir(&id).join("state.json")).unwrap()).unwrap();
+    let st = env.state_json(&id);
     let sup = st["supervisor_pid"].as_i64().unwrap();
     let exe = std::fs::File::open(format!("/proc/{sup}/exe")).unwrap();
     let vfs = nix::sys::statvfs::fstatvfs(&exe).unwrap();

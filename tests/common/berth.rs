@@ -86,6 +86,11 @@ impl Berth {
         self.root.join("containers").join(id)
     }
 
+    /// A container's `state.json`, parsed.
+    pub fn state_json(&self, id: &str) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.state_dir(id).join("state.json")).unwrap()).unwrap()
+    }
+
     /// Waits until `f` holds, failing after `secs` with `what`.
     pub fn until(&self, secs: u64, what: &str, f: impl FnMut() -> bool) {
         until(secs, what, f)
