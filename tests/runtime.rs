@@ -95,9 +95,13 @@ fn writes_land_in_the_upper_dir_and_read_only_refuses_them() {
     let env = Env::new("upper");
     let id = env.run_d(&[], &["sh", "-c", "echo data > /created.txt"]);
     assert_eq!(env.ok(&["container", "wait", &id]).trim(), "0");
-    let upper = env.state_dir(&id).join("upper").join("created.txt");
-    assert_eq!(std::fs::read_to_string(&upper).unwrap(), "data\n");
+    let upper = env.state_dir(&id).join("upper");
+    assert_eq!(std::fs::read_to_string(upper.join("created.txt")).unwrap(), "data\n");
     assert!(!env.rootfs.join("created.txt").exists(), "the image was written to");
+    // The image has no /etc/hosts, yet the mount point for it came from the shared layer, not the upper dir.
+    assert!(!env.rootfs.join("etc/hosts").exists());
+    let written: Vec<_> = std::fs::read_dir(&upper).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(written, ["created.txt"], "only what the container wrote is in its upper dir");
     let out = env.run(&["--rm", "--read-only"], &["sh", "-c", "touch /x"]);
     assert_ne!(out.status.code(), Some(0));
     assert!(

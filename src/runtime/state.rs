@@ -90,6 +90,40 @@ pub struct RunState {
 /// Where retired container directories are deleted, beside `containers/` (see `ContainerDir::retire`).
 const REMOVING: &str = "removing";
 
+/// The files every container gets a bind mount on, made once per state root as the top-most lower layer of
+/// every container's root (see `mount_points_layer`).
+const MOUNT_POINTS: &[&str] = &["etc/hosts", "etc/hostname", "etc/resolv.conf"];
+
+/// `<root>/mountpoints/`: a read-only layer shared by all containers, with the empty files that the generated
+/// /etc files are bind-mounted on. An image without them would otherwise have them made in each container's
+/// upper dir, copying /etc up first: four files made and deleted per container, which is what slows starts
+/// down on a busy ext4 (docs/BENCHMARKS.md). Made on first use by an atomic rename, so racing makers agree.
+pub fn mount_points_layer(root: &Path) -> std::io::Result<PathBuf> {
+    let layer = root.join("mountpoints");
+    if layer.join(MOUNT_POINTS[MOUNT_POINTS.len() - 1]).exists() {
+        return Ok(layer);
+    }
+    let tmp = root.join(format!("mountpoints.tmp-{}", &new_id()[..16]));
+    let made = (|| {
+        for rel in MOUNT_POINTS {
+            let path = tmp.join(rel);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::File::create(&path)?;
+        }
+        std::fs::rename(&tmp, &layer)
+    })();
+    if made.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    // Another process may have won the race; then its layer is as good.
+    match layer.join(MOUNT_POINTS[MOUNT_POINTS.len() - 1]).exists() {
+        true => Ok(layer),
+        false => made.map(|()| layer),
+    }
+}
+
 /// Deletes what retired directories a killed process left in `<root>/removing/`: those older than a minute, so
 /// none that a live supervisor is still deleting.
 pub fn sweep_removing(root: &Path) {

@@ -342,6 +342,8 @@ struct Supervisor {
     attach_deadline: Option<Instant>,
     /// When to drop the pages start-up code touched (see memory.rs), once things have settled.
     shed_at: Option<Instant>,
+    /// The root's lower layers, top-most first: the shared mount points, then the image's.
+    lowers: Vec<PathBuf>,
     /// The descriptor of the read-only clone of the binary this process runs from, passed on by the CLI so
     /// that its close, which waits for an RCU grace period, happens here when idle (at the first shedding) or at
     /// exit. The mount itself lives on as long as this process runs from it.
@@ -362,8 +364,13 @@ impl Supervisor {
         };
         let cfg = dir.read_config()?;
         let mut state = dir.read_state()?;
+        let mount_points =
+            super::state::mount_points_layer(&root).map_err(RuntimeError::io("make", root.join("mountpoints")))?;
+        let lowers: Vec<PathBuf> = std::iter::once(mount_points)
+            .chain(cfg.spec.rootfs.layers.iter().cloned())
+            .collect();
         let overlay = {
-            let (layers, upper, work) = (cfg.spec.rootfs.layers.clone(), dir.upper(), dir.work());
+            let (layers, upper, work) = (lowers.clone(), dir.upper(), dir.work());
             let volatile = cfg.spec.auto_remove;
             std::thread::Builder::new()
                 .spawn(move || crate::runtime::rootfs::make_overlay(&layers, &upper, &work, volatile))
@@ -429,6 +436,7 @@ impl Supervisor {
             ready,
             attach_deadline: None,
             shed_at: None,
+            lowers,
             exe,
             health,
             done: false,
@@ -496,7 +504,7 @@ impl Supervisor {
     fn rootfs_plan(&self) -> RootfsPlan {
         let spec = &self.cfg.spec;
         RootfsPlan {
-            layers: spec.rootfs.layers.clone(),
+            layers: self.lowers.clone(),
             upper: self.dir.upper(),
             work: self.dir.work(),
             merged: self.dir.merged(),
