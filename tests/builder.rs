@@ -82,6 +82,36 @@ fn cache_hits_and_misses() {
 }
 
 #[test]
+fn a_killed_build_leaves_its_container_to_the_next_build() {
+    let b = with_busybox("killed");
+    let ctx = b.root.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM localhost/busybox:latest\nRUN sleep 60\n").unwrap();
+    let c = ctx.to_str().unwrap();
+    let mut build = b
+        .command(&["image", "build", "-t", "killed/app", c])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let steps = || b.ok(&["container", "ps", "-a"]);
+    common::berth::until(20, "the RUN step's container", || steps().contains("berth-build-"));
+    build.kill().unwrap();
+    build.wait().unwrap();
+    assert!(
+        steps().contains("berth-build-"),
+        "the killed build's step is still there"
+    );
+    std::fs::write(ctx.join("Dockerfile"), "FROM localhost/busybox:latest\nRUN true\n").unwrap();
+    b.ok(&["image", "build", "-t", "next/app", c]);
+    let left = steps();
+    assert!(
+        !left.contains("berth-build-"),
+        "the next build removed the abandoned step's container:\n{left}"
+    );
+}
+
+#[test]
 fn errors_name_the_step_and_the_line() {
     let b = with_busybox("errors");
     let ctx = b.root.join("ctx");

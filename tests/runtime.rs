@@ -100,8 +100,15 @@ fn writes_land_in_the_upper_dir_and_read_only_refuses_them() {
     assert!(!env.rootfs.join("created.txt").exists(), "the image was written to");
     // The image has no /etc/hosts, yet the mount point for it came from the shared layer, not the upper dir.
     assert!(!env.rootfs.join("etc/hosts").exists());
-    let written: Vec<_> = std::fs::read_dir(&upper).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(written, ["created.txt"], "only what the container wrote is in its upper dir");
+    let written: Vec<_> = std::fs::read_dir(&upper)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        written,
+        ["created.txt"],
+        "only what the container wrote is in its upper dir"
+    );
     let out = env.run(&["--rm", "--read-only"], &["sh", "-c", "touch /x"]);
     assert_ne!(out.status.code(), Some(0));
     assert!(

@@ -126,7 +126,7 @@ pub struct Built {
 }
 
 /// Builds an image and tags it. The build's containers live under `runtime`'s root and are
-/// removed again, whatever happens.
+/// removed again, whatever happens; those of a build that was killed are removed by the next build.
 pub fn build(store: &Store, runtime: &Runtime, spec: &BuildSpec, progress: &dyn Progress) -> Result<Built> {
     let context = spec
         .context
@@ -160,6 +160,7 @@ pub fn build(store: &Store, runtime: &Runtime, spec: &BuildSpec, progress: &dyn 
     };
     let needed = needed_stages(&file, target)?;
     let _writer = store.writer()?;
+    sweep_abandoned(runtime);
     let work = WorkDir::new(store.root())?;
     let mut b = Builder {
         store,
@@ -826,7 +827,10 @@ impl Builder<'_> {
                 ..Default::default()
             },
             network,
-            labels: BTreeMap::from([(BUILD_LABEL.to_string(), "1".to_string())]),
+            labels: BTreeMap::from([(
+                BUILD_LABEL.to_string(),
+                owner_token(std::process::id()).unwrap_or_default(),
+            )]),
             ..Default::default()
         };
         let container = self.runtime.create(spec)?;
@@ -1139,6 +1143,30 @@ impl Drop for Remove<'_> {
     fn drop(&mut self) {
         if let Ok(c) = self.0.refresh(self.1) {
             let _ = self.0.delete(&c, true);
+        }
+    }
+}
+
+/// Who owns a build container, as its `BUILD_LABEL` says: the building process's pid and start time (in clock
+/// ticks after boot), so that a pid the kernel has given to another process since does not pass for the owner.
+fn owner_token(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22, counted from the state, which is field 3 and follows the parenthesised command name.
+    let start = stat.rsplit_once(") ")?.1.split(' ').nth(19)?;
+    Some(format!("{pid}:{start}"))
+}
+
+/// Removes the containers of builds whose process is gone: killed, or interrupted before it could remove
+/// its step's container (which may still be running the step's command).
+fn sweep_abandoned(runtime: &Runtime) {
+    let Ok(all) = runtime.list() else { return };
+    for c in all {
+        let Some(owner) = c.config.spec.labels.get(BUILD_LABEL) else {
+            continue;
+        };
+        let pid = owner.split_once(':').and_then(|(pid, _)| pid.parse::<u32>().ok());
+        if pid.and_then(owner_token).as_ref() != Some(owner) {
+            let _ = runtime.delete(&c, true);
         }
     }
 }

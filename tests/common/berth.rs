@@ -34,6 +34,11 @@ impl Berth {
 
     /// Runs `berth --root ROOT ARGS`.
     pub fn berth(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run berth")
+    }
+
+    /// The command `berth --root ROOT ARGS`, to spawn.
+    pub fn command(&self, args: &[&str]) -> Command {
         let exe = env!("CARGO_BIN_EXE_berth");
         let mut cmd = match &self.netns {
             Some(ns) => {
@@ -47,7 +52,7 @@ impl Berth {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        cmd.output().expect("run berth")
+        cmd
     }
 
     /// Runs berth and returns stdout, failing the test on a non-zero exit.
