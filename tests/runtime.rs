@@ -401,6 +401,40 @@ fn a_symlink_in_the_image_cannot_redirect_a_mount_target_to_the_host() {
 }
 
 #[test]
+fn a_detached_run_keeps_none_of_the_callers_descriptors() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let env = Env::new("strayfd");
+    // A pipe whose write end the caller passes on without close-on-exec, as a shell's `7>&1` would: the
+    // supervisor, which outlives the CLI, must not hold it, or whoever reads the pipe never sees its end.
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let raw = write.as_raw_fd();
+    let rootfs = env.rootfs.display().to_string();
+    let mut cmd = env.command(&["container", "run", "-d", "--rootfs", &rootfs, "sleep", "100"]);
+    // SAFETY: dup2 only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || match libc::dup2(raw, 7) {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        });
+    }
+    let out = cmd.output().unwrap();
+    drop(write);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let mut fds = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(&read),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16)).unwrap();
+    let hung_up = fds[0]
+        .revents()
+        .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP));
+    env.ok(&["container", "rm", "-f", &id]);
+    assert!(ready == 1 && hung_up, "the pipe stayed open after the CLI exited");
+}
+
+#[test]
 fn a_killed_supervisor_is_reported_and_cleaned_up() {
     let env = Env::new("supkill");
     let id = env.run_d(&[], &["sleep", "100"]);

@@ -66,6 +66,11 @@ pub fn main(args: &[String]) -> i32 {
         eprintln!("usage: berth {SUBCOMMAND} <state-root> {STANDBY_FLAG}");
         return 2;
     };
+    // Whatever else the caller left open without close-on-exec (a shell's extra pipe, say) is not ours to keep
+    // for as long as the container runs: 0-2 are /dev/null, 3-5 the report pipe, the order pipe and the binary
+    // (see `Runtime::standby`).
+    // SAFETY: close_range on descriptor numbers that nothing in this process has opened.
+    unsafe { libc::syscall(libc::SYS_close_range, 6u32, u32::MAX, 0u32) };
     // Leave the caller: the started process forks and returns to it at once, so the caller reaps a process
     // that is already gone and init adopts the supervisor. Then a session of its own, away from the caller's
     // terminal and its signals.
