@@ -405,23 +405,40 @@ fn a_detached_run_keeps_none_of_the_callers_descriptors() {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let env = Env::new("strayfd");
-    // A pipe whose write end the caller passes on without close-on-exec, as a shell's `7>&1` would: the
-    // supervisor, which outlives the CLI, must not hold it, or whoever reads the pipe never sees its end.
+    // A pipe whose write end the caller passes on without close-on-exec, as a shell's `7>&1` would: neither
+    // the network daemon nor the supervisor, which outlive the CLI, may hold it, or whoever reads the pipe
+    // never sees its end.
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let raw = write.as_raw_fd();
+    let with_pipe = |args: &[&str]| {
+        let mut cmd = env.command(args);
+        // SAFETY: dup2 only, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || match libc::dup2(raw, 7) {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            });
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    };
     let rootfs = env.rootfs.display().to_string();
-    let mut cmd = env.command(&["container", "run", "-d", "--rootfs", &rootfs, "sleep", "100"]);
-    // SAFETY: dup2 only, between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || match libc::dup2(raw, 7) {
-            -1 => Err(std::io::Error::last_os_error()),
-            _ => Ok(()),
-        });
-    }
-    let out = cmd.output().unwrap();
+    with_pipe(&["network", "create", "strays"]);
+    let id = with_pipe(&[
+        "container",
+        "run",
+        "-d",
+        "--network",
+        "strays",
+        "-p",
+        "127.0.0.1::80",
+        "--rootfs",
+        &rootfs,
+        "sleep",
+        "100",
+    ]);
     drop(write);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let id = text(&out.stdout).trim().to_string();
     let mut fds = [nix::poll::PollFd::new(
         std::os::fd::AsFd::as_fd(&read),
         nix::poll::PollFlags::POLLIN,
@@ -431,6 +448,7 @@ fn a_detached_run_keeps_none_of_the_callers_descriptors() {
         .revents()
         .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP));
     env.ok(&["container", "rm", "-f", &id]);
+    env.ok(&["network", "rm", "strays"]);
     assert!(ready == 1 && hung_up, "the pipe stayed open after the CLI exited");
 }
 

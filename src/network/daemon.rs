@@ -185,6 +185,10 @@ pub fn main(args: &[String]) -> i32 {
         eprintln!("usage: berth {SUBCOMMAND} NETWORKS_ROOT DOMAIN");
         return 2;
     };
+    // It outlives the CLI that started it: nothing that CLI's caller left open (a shell's extra pipe, say) may
+    // stay open with it. Only stdin, stdout and stderr are meant for it.
+    // SAFETY: close_range on descriptor numbers that nothing in this process has opened.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     let layout = Layout { root: root.into() };
     match run(&layout, domain) {
         Ok(()) => 0,
