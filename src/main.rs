@@ -35,8 +35,8 @@ fn main() {
         Ok(code) => {
             let _ = out.flush();
             drop(out);
-            // Everything is written; skip the allocator's clean-up at exit (a dozen madvise calls handing
-            // memory back to a process that is about to end), which a container start waits for.
+            // Everything is written; skip the clean-up at exit (destructors, exit handlers, freeing memory
+            // the kernel takes back anyway), which a container start waits for.
             // SAFETY: ends the process; no destructor or handler is needed any more.
             unsafe { libc::_exit(code) }
         }
@@ -54,6 +54,3 @@ fn main() {
     }
 }
 
-// The loader allocates many small nodes; mimalloc is markedly faster than glibc's malloc for that.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -774,8 +774,6 @@ fn spawn_standby(root: &Path) -> Result<Standby> {
         (READY_FD_ENV, "3"),
         (GO_FD_ENV, "4"),
         (EXE_FD_ENV, if exe.is_some() { "5" } else { "" }),
-        // mimalloc commits its first 4 MiB arena chunk eagerly; the supervisor needs a few kilobytes.
-        ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
     ];
     let mut env: Vec<CString> = std::env::vars_os()
         .filter(|(k, _)| !ours.iter().any(|(name, _)| k.as_bytes() == name.as_bytes()))
