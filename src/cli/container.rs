@@ -1173,7 +1173,8 @@ pub fn human_size(n: u64) -> String {
         (_, "B") => format!("{n}B"),
         (v, unit) => {
             // Four significant digits, trailing zeros dropped: Go's %.4g, as Docker prints sizes.
-            let decimals = 3usize.saturating_sub(v.log10().floor().max(0.0) as usize);
+            let digits = [10.0, 100.0, 1000.0].iter().filter(|&&bound| v >= bound).count() + 1;
+            let decimals = 4 - digits;
             let text = format!("{v:.decimals$}");
             let text = if text.contains('.') {
                 text.trim_end_matches('0').trim_end_matches('.')
@@ -1567,6 +1568,10 @@ mod tests {
         assert_eq!(human_size(2_130_000), "2.13MB");
         assert_eq!(human_size(123_456_789), "123.5MB");
         assert_eq!(human_size(2_000_000), "2MB");
+        // Four significant digits on each side of a power of ten.
+        assert_eq!(human_size(9_999), "9.999kB");
+        assert_eq!(human_size(56_780), "56.78kB");
+        assert_eq!(human_size(999_900), "999.9kB");
         assert_eq!(human_binary(64 << 20), "64.00MiB");
     }
 }
