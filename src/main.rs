@@ -7,13 +7,16 @@
 //! ignored (a closed pipe then fails the write instead of killing the process), a panic ending
 //! the process with status 101, and stdout flushed at the end.
 
-#![no_main]
+#![cfg_attr(not(test), no_main)]
+// Built as a test crate (`cargo test --all-targets`), the harness brings its own `main`; this file has no tests.
+#![cfg_attr(test, allow(dead_code))]
 
 use std::io::Write as _;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+#[cfg(not(test))]
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     for fd in 0..3 {

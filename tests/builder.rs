@@ -28,6 +28,13 @@ fn with_busybox(name: &str) -> Berth {
     b
 }
 
+/// An empty build context directory in the state root.
+fn context(b: &Berth) -> std::path::PathBuf {
+    let ctx = b.root.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    ctx
+}
+
 /// The image config of `image` (its id is the config blob's digest).
 fn config(b: &Berth, image: &str) -> Value {
     let id = b.ok(&["image", "inspect", image]);
@@ -39,8 +46,7 @@ fn config(b: &Berth, image: &str) -> Value {
 #[test]
 fn cache_hits_and_misses() {
     let b = with_busybox("cache");
-    let ctx = b.root.join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
+    let ctx = context(&b);
     std::fs::write(ctx.join("app.txt"), "v1\n").unwrap();
     std::fs::write(ctx.join("noise.log"), "a\n").unwrap();
     std::fs::write(ctx.join(".dockerignore"), "*.log\n").unwrap();
@@ -84,8 +90,7 @@ fn cache_hits_and_misses() {
 #[test]
 fn a_killed_build_leaves_its_container_to_the_next_build() {
     let b = with_busybox("killed");
-    let ctx = b.root.join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
+    let ctx = context(&b);
     std::fs::write(ctx.join("Dockerfile"), "FROM localhost/busybox:latest\nRUN sleep 60\n").unwrap();
     let c = ctx.to_str().unwrap();
     let mut build = b
@@ -114,8 +119,7 @@ fn a_killed_build_leaves_its_container_to_the_next_build() {
 #[test]
 fn errors_name_the_step_and_the_line() {
     let b = with_busybox("errors");
-    let ctx = b.root.join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
+    let ctx = context(&b);
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM localhost/busybox:latest\nRUN echo boom; exit 3\n",
@@ -259,8 +263,7 @@ fn a_stage_compiles_c_with_debians_toolchain_and_the_final_stage_runs_it() {
         text(&made.stderr)
     );
     b.ok(&["image", "load", "-i", images.join("debian.tar").to_str().unwrap()]);
-    let ctx = b.root.join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
+    let ctx = context(&b);
     std::fs::write(
         ctx.join("hello.c"),
         "#include <stdio.h>\nint main(void) { printf(\"compiled by berth\\n\"); return 0; }\n",
