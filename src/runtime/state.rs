@@ -183,7 +183,7 @@ impl ContainerDir {
     pub fn socket(&self) -> PathBuf {
         self.dir.join("ctl")
     }
-    /// The supervisor's own messages (its stderr).
+    /// The supervisor's own messages, made only when it has any.
     pub fn supervisor_log(&self) -> PathBuf {
         self.dir.join("supervisor.log")
     }
