@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -67,22 +67,7 @@ struct T {
 impl T {
     fn new(name: &str) -> T {
         let b = Berth::new(&format!("build-{name}"));
-        let tarball = b.root.join("busybox.tar");
-        let mut t = tar::Builder::new(std::fs::File::create(&tarball).unwrap());
-        t.follow_symlinks(false);
-        t.append_dir_all(".", &b.rootfs).unwrap();
-        t.into_inner().unwrap().flush().unwrap();
-        b.ok(&[
-            "image",
-            "import",
-            "-c",
-            &format!("ENV {DEFAULT_PATH}"),
-            "-c",
-            r#"CMD ["sh"]"#,
-            tarball.to_str().unwrap(),
-            BASE,
-        ]);
-        std::fs::remove_file(&tarball).unwrap();
+        b.import_busybox(BASE, &[&format!("ENV {DEFAULT_PATH}"), r#"CMD ["sh"]"#]);
         T { b }
     }
 

@@ -12,19 +12,7 @@ use serde_json::Value;
 /// A state root with the busybox image as `localhost/busybox:latest`.
 fn with_busybox(name: &str) -> Berth {
     let b = Berth::new(&format!("build-{name}"));
-    let tarball = b.root.join("busybox.tar");
-    let mut t = tar::Builder::new(std::fs::File::create(&tarball).unwrap());
-    t.follow_symlinks(false);
-    t.append_dir_all(".", &b.rootfs).unwrap();
-    t.into_inner().unwrap();
-    b.ok(&[
-        "image",
-        "import",
-        "-c",
-        r#"CMD ["sh"]"#,
-        tarball.to_str().unwrap(),
-        "localhost/busybox:latest",
-    ]);
+    b.import_busybox("localhost/busybox:latest", &[r#"CMD ["sh"]"#]);
     b
 }
 

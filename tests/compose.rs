@@ -33,19 +33,7 @@ impl Project {
             name: format!("t{name}"),
         };
         p.write(yaml);
-        let tarball = p.b.root.join("busybox.tar");
-        let mut t = tar::Builder::new(std::fs::File::create(&tarball).unwrap());
-        t.follow_symlinks(false);
-        t.append_dir_all(".", &p.b.rootfs).unwrap();
-        t.into_inner().unwrap().flush().unwrap();
-        p.b.ok(&[
-            "image",
-            "import",
-            "-c",
-            r#"CMD ["sh"]"#,
-            tarball.to_str().unwrap(),
-            "busybox:test",
-        ]);
+        p.b.import_busybox("busybox:test", &[r#"CMD ["sh"]"#]);
         p
     }
 

@@ -91,6 +91,25 @@ impl Berth {
         self.root.join("containers").join(id)
     }
 
+    /// Imports the busybox root file system as image `reference`, with `changes` (Dockerfile
+    /// instructions such as `CMD ["sh"]`, each passed as `-c`, in order). Returns the image id.
+    pub fn import_busybox(&self, reference: &str, changes: &[&str]) -> String {
+        use std::io::Write as _;
+        let tarball = self.root.join("busybox.tar");
+        let mut t = tar::Builder::new(std::fs::File::create(&tarball).unwrap());
+        t.follow_symlinks(false);
+        t.append_dir_all(".", &self.rootfs).unwrap();
+        t.into_inner().unwrap().flush().unwrap();
+        let mut args = vec!["image", "import"];
+        for change in changes {
+            args.extend(["-c", change]);
+        }
+        args.extend([tarball.to_str().unwrap(), reference]);
+        let id = self.ok(&args);
+        std::fs::remove_file(&tarball).unwrap();
+        id.trim().to_string()
+    }
+
     /// A container's `state.json`, parsed.
     pub fn state_json(&self, id: &str) -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(self.state_dir(id).join("state.json")).unwrap()).unwrap()
