@@ -273,3 +273,69 @@ fn a_project_named_on_the_command_line_alone_must_be_a_valid_name() {
     assert!(!out.status.success());
     assert!(!dir.0.join("state/projects").exists(), "a refused command wrote a lock");
 }
+
+/// The binary calls no function of the C library's name service switch (a static glibc serves
+/// them by `dlopen`ing modules that must be of its own version; berth reads /etc/hosts,
+/// /etc/resolv.conf and /etc/passwd itself), and when build.rs linked it statically it has no
+/// program interpreter, so nothing is loaded before `main`.
+#[test]
+fn the_binary_needs_no_name_service_modules_or_loader() {
+    let bin = env!("CARGO_BIN_EXE_berth");
+    let out = Command::new("nm")
+        .arg(bin)
+        .output()
+        .expect("run nm (binutils, installed with gcc)");
+    assert!(
+        out.status.success(),
+        "nm failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    let nss = [
+        "getaddrinfo",
+        "getnameinfo",
+        "gethostbyname",
+        "gethostbyname_r",
+        "gethostbyname2_r",
+        "getservbyname_r",
+        "getpwnam_r",
+        "getpwuid_r",
+        "getgrnam_r",
+        "getgrgid_r",
+        "getgrouplist",
+        "initgroups",
+    ];
+    let mut seen = 0;
+    let mut found = Vec::new();
+    for line in symbols.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(kind), Some(name)) = (fields.iter().rev().nth(1), fields.last()) else {
+            continue;
+        };
+        seen += 1;
+        let name = name.split('@').next().unwrap_or_default();
+        // `n`/`N` entries are notes and debug symbols (glibc's link-warning sections), not code.
+        if nss.contains(&name) && !matches!(*kind, "n" | "N") {
+            found.push(line.to_string());
+        }
+    }
+    assert!(seen > 1000, "nm listed only {seen} symbols: is the binary stripped?");
+    assert!(found.is_empty(), "the binary refers to NSS functions: {found:?}");
+
+    let elf = std::fs::read(bin).expect("read the binary");
+    let u16_at = |at: usize| usize::from(u16::from_le_bytes([elf[at], elf[at + 1]]));
+    let phoff = usize::try_from(u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap())).unwrap();
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    const PT_INTERP: u32 = 3;
+    let interp = (0..phnum).any(|i| {
+        let at = phoff + i * phentsize;
+        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == PT_INTERP
+    });
+    match env!("BERTH_LINKAGE") {
+        "static" => assert!(
+            !interp,
+            "build.rs linked berth statically, but it has a program interpreter"
+        ),
+        other => assert_eq!(other, "dynamic", "unknown linkage"),
+    }
+}

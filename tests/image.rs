@@ -193,7 +193,9 @@ fn import_push_remove_pull_run_round_trip() {
 fn pull_of_a_missing_image_runs_it() {
     let env = Env::new("runpull");
     let registry = Registry::start();
-    let name = format!("{}/runpull/busybox:v1", registry.addr);
+    // Named by host name: berth looks `localhost` up in /etc/hosts itself (no NSS, static binary).
+    let addr = registry.addr.replace("127.0.0.1:", "localhost:");
+    let name = format!("{addr}/runpull/busybox:v1");
     env.import_busybox(&name);
     env.ok(&["image", "push", &name]);
     env.ok(&["image", "rm", &name]);
@@ -205,7 +207,7 @@ fn pull_of_a_missing_image_runs_it() {
         text(&out.stderr)
     );
     assert_eq!(text(&out.stdout).trim(), "pulled");
-    let missing = format!("{}/runpull/nothing:v1", registry.addr);
+    let missing = format!("{addr}/runpull/nothing:v1");
     let err = env.fails(&["container", "run", "--rm", "--pull", "never", &missing, "true"]);
     assert!(err.contains("no such image"), "{err}");
 }

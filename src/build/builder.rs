@@ -1226,7 +1226,9 @@ fn with_layers<T: Send>(
 
 /// Fetches an `ADD` URL into the build's scratch space.
 fn download(url: &str, work: &Path) -> std::result::Result<PathBuf, String> {
-    let mut response = ureq::get(url)
+    let agent = crate::image::registry::http_agent(ureq::config::Config::default());
+    let mut response = agent
+        .get(url)
         .call()
         .map_err(|e| format!("cannot fetch {url}: {e} (ADD of a URL needs network access to it)"))?;
     let path = work.join(format!("download-{}", crate::fsutil::random_hex(6)));

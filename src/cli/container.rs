@@ -14,7 +14,7 @@ use crate::network::Networks;
 use crate::runtime::control::{self, ExecRequest, frame};
 use crate::runtime::health::{Health, HealthStatus};
 use crate::runtime::lifecycle::read_log;
-use crate::runtime::process::parse_signal;
+use crate::runtime::process::{self, parse_signal};
 use crate::runtime::state::Status;
 use crate::runtime::{
     Container, ContainerSpec, Healthcheck, MountKind, MountSpec, NetworkSpec, RestartPolicy, Runtime, RuntimeError,
@@ -1409,12 +1409,11 @@ pub fn top(rt: &Runtime, c: &Container, out: &mut dyn Write) -> Result<()> {
         "TIME".into(),
         "CMD".into(),
     ]];
+    // The host's user names, as `ps` prints them; read from the file, not through NSS (berth is static).
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     for p in procs {
         let secs = p.cpu_ticks / hz;
-        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(p.uid))
-            .ok()
-            .flatten()
-            .map_or(p.uid.to_string(), |u| u.name);
+        let user = process::user_name(&passwd, p.uid).map_or(p.uid.to_string(), str::to_string);
         rows.push(vec![
             user,
             p.pid.to_string(),

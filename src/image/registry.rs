@@ -14,6 +14,52 @@ use super::oci;
 use super::reference::Digest;
 use super::{ImageError, Result};
 
+/// An HTTP agent that looks host names up with [`crate::network::lookup`] instead of the C
+/// library's `getaddrinfo`, which a static berth must not call (see that module).
+pub fn http_agent(config: ureq::config::Config) -> ureq::Agent {
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::default(),
+        HostLookup,
+    )
+}
+
+/// [`http_agent`]'s resolver.
+#[derive(Debug)]
+struct HostLookup;
+
+impl ureq::unversioned::resolver::Resolver for HostLookup {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> std::result::Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let bad = || ureq::Error::BadUri(format!("{uri}: no host or port"));
+        let authority = uri.authority().ok_or_else(bad)?;
+        let port = match (authority.port_u16(), uri.scheme_str()) {
+            (Some(port), _) => port,
+            (None, Some("http")) => 80,
+            (None, Some("https")) => 443,
+            _ => return Err(bad()),
+        };
+        let deadline = (!timeout.after.is_not_happening()).then(|| std::time::Instant::now() + *timeout.after);
+        let addrs = crate::network::lookup::lookup_host(authority.host(), deadline)
+            .map_err(|e| ureq::Error::Io(std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string())))?;
+        let mut out = self.empty();
+        let family = config.ip_family();
+        for addr in family.keep_wanted(addrs.into_iter().map(|ip| std::net::SocketAddr::new(ip, port))) {
+            if out.try_push(addr).is_err() {
+                break;
+            }
+        }
+        if out.is_empty() {
+            return Err(ureq::Error::HostNotFound);
+        }
+        Ok(out)
+    }
+}
+
 /// A user name and password (or token) for a registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -118,13 +164,14 @@ impl Client {
         scopes: Vec<String>,
     ) -> Self {
         let scheme = if options.plain_http(registry) { "http" } else { "https" };
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_response(Some(Duration::from_secs(120)))
-            .max_idle_connections_per_host(16)
-            .build()
-            .into();
+        let agent = http_agent(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_connect(Some(Duration::from_secs(30)))
+                .timeout_recv_response(Some(Duration::from_secs(120)))
+                .max_idle_connections_per_host(16)
+                .build(),
+        );
         Client {
             registry: registry.to_string(),
             base: format!("{scheme}://{}/v2", api_host(registry)),

@@ -663,7 +663,7 @@ fn answers(query: &[u8], reply: &[u8]) -> bool {
 
 /// One query to `upstream` over UDP, from a fresh socket on a random port; stray datagrams are
 /// ignored until the timeout.
-fn exchange_udp(upstream: SocketAddr, query: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
+pub(super) fn exchange_udp(upstream: SocketAddr, query: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
     let local: SocketAddr = match upstream {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -688,7 +688,7 @@ fn exchange_udp(upstream: SocketAddr, query: &[u8], timeout: Duration) -> std::i
 }
 
 /// One query to `upstream` over TCP, `timeout` for the connection and for each read or write.
-fn exchange_tcp(upstream: SocketAddr, query: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
+pub(super) fn exchange_tcp(upstream: SocketAddr, query: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
     let mut stream = TcpStream::connect_timeout(&upstream, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;

@@ -59,6 +59,14 @@ pub enum NetworkError {
         /// What went wrong.
         reason: String,
     },
+    /// A host name has no address, or no resolver answered for it.
+    #[error("cannot resolve host {host}: {reason}")]
+    Lookup {
+        /// The name looked up.
+        host: String,
+        /// What was tried and how it ended.
+        reason: String,
+    },
     /// A teardown finished but some steps failed; every failure is listed.
     #[error("teardown of {what} left errors: {}", .errors.join("; "))]
     Teardown {

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod dns;
 pub mod error;
 pub mod ipam;
+pub mod lookup;
 pub mod manager;
 pub mod netlink;
 pub mod netns;

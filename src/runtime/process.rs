@@ -117,6 +117,11 @@ fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
     })
 }
 
+/// The name `passwd` (text of an /etc/passwd) gives `uid`, if any.
+pub fn user_name(passwd: &str, uid: u32) -> Option<&str> {
+    passwd_entries(passwd).find(|e| e.uid == uid).map(|e| e.name)
+}
+
 struct GroupEntry<'a> {
     name: &'a str,
     gid: u32,
