@@ -108,6 +108,15 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
+/// Creates `cg` with its limits (and, for a privileged container, access to every device).
+fn make_cgroup(cg: &Cgroup, resources: &super::spec::Resources, privileged: bool) -> Result<()> {
+    cg.create(resources)?;
+    if privileged {
+        cg.allow_all_devices()?;
+    }
+    Ok(())
+}
+
 /// Appends a line to the container's `supervisor.log`, which is made on first use: most supervisors never
 /// write one, and on a busy ext4 every file made and deleted slows the next one down.
 fn complain(dir: &ContainerDir, message: &str) {
@@ -327,9 +336,14 @@ struct Supervisor {
     /// mount namespace unmounts everything in it before its parent hears of its exit, waiting twice for
     /// an RCU grace period; holding it moves that work after the clients have been told.
     mnt_ns: Option<std::fs::File>,
-    /// The first start's root overlay, being made on another thread while the supervisor starts up (see
-    /// `rootfs::make_overlay`); joined before the clone, which must happen single-threaded.
-    overlay: Option<std::thread::JoinHandle<Option<OwnedFd>>>,
+    /// The first start's root overlay (see `rootfs::make_overlay`) and, for a container with a network of
+    /// its own, its new network namespace (`spawn::new_private_netns`), being made on another thread while
+    /// the supervisor starts up; joined before the clone, which must happen single-threaded.
+    overlay: Option<std::thread::JoinHandle<(Option<OwnedFd>, Option<OwnedFd>)>>,
+    /// The container's cgroup, named and created with its limits on another thread while the supervisor
+    /// starts up, so that the first process can join it at once; joined before the clone. The name comes
+    /// back even when creating failed, so that cleanup removes what was made.
+    cgroup_made: Option<std::thread::JoinHandle<(Option<Cgroup>, Result<()>)>>,
     filter: Option<Filter>,
     caps: Vec<caps::Capability>,
     listener: UnixListener,
@@ -374,11 +388,31 @@ impl Supervisor {
         let lowers: Vec<PathBuf> = std::iter::once(mount_points)
             .chain(cfg.spec.rootfs.layers.iter().cloned())
             .collect();
+        // Two helper threads, about equally busy: the cgroup (the longer job, started first), and the
+        // overlay followed by the network namespace.
+        let cgroup_made = {
+            let (id, resources, privileged) = (cfg.id.clone(), cfg.spec.resources.clone(), cfg.spec.security.privileged);
+            std::thread::Builder::new()
+                .spawn(move || match Cgroup::for_container(&id) {
+                    Ok(cg) => {
+                        let made = make_cgroup(&cg, &resources, privileged);
+                        (Some(cg), made)
+                    }
+                    Err(e) => (None, Err(e)),
+                })
+                .ok()
+        };
         let overlay = {
             let (layers, upper, work) = (lowers.clone(), dir.upper(), dir.work());
             let volatile = cfg.spec.auto_remove;
+            let private_net = cfg.spec.network == NetworkSpec::None;
             std::thread::Builder::new()
-                .spawn(move || crate::runtime::rootfs::make_overlay(&layers, &upper, &work, volatile))
+                .spawn(move || {
+                    let overlay = crate::runtime::rootfs::make_overlay(&layers, &upper, &work, volatile);
+                    // Should this fail, the clone makes the namespace instead.
+                    let netns = private_net.then(|| spawn::new_private_netns().ok()).flatten();
+                    (overlay, netns)
+                })
                 .ok()
         };
         // SAFETY: setting dispositions and the child-subreaper flag of this single-threaded process.
@@ -425,6 +459,7 @@ impl Supervisor {
             cgroup: None,
             mnt_ns: None,
             overlay,
+            cgroup_made,
             filter: None,
             caps: Default::default(),
             listener,
@@ -475,16 +510,31 @@ impl Supervisor {
         let _ = self.dir.write_state(&self.state);
     }
 
-    /// Work done once per supervisor: capabilities, the seccomp filter, naming the cgroup.
+    /// Work done once per supervisor: capabilities, the seccomp filter. (The cgroup is being made meanwhile.)
     fn prepare(&mut self) -> Result<()> {
         let sec = &self.cfg.spec.security;
         self.caps = process::capabilities(sec.privileged, &sec.cap_add, &sec.cap_drop)?;
         if !sec.privileged && !sec.seccomp_unconfined {
             self.filter = Some(Filter::docker_default(&self.caps));
         }
-        // Created with the first process (see `spawn::spawn_init`), which also applies the limits.
-        self.cgroup = Some(Cgroup::for_container(&self.cfg.id)?);
         Ok(())
+    }
+
+    /// Waits for the cgroup made at start-up, if it is still coming: whether it is made. Otherwise (a
+    /// restart, or no thread could be started) `spawn_init` makes it; creating an existing one only
+    /// applies the limits again.
+    fn join_cgroup(&mut self) -> Result<bool> {
+        if let Some(handle) = self.cgroup_made.take() {
+            let (cgroup, made) = handle.join().unwrap_or_else(|_| {
+                (None, Err(RuntimeError::Spec("creating the cgroup panicked".into())))
+            });
+            self.cgroup = cgroup;
+            return made.map(|()| true);
+        }
+        if self.cgroup.is_none() {
+            self.cgroup = Some(Cgroup::for_container(&self.cfg.id)?);
+        }
+        Ok(false)
     }
 
     fn notify_ready(&mut self, r: std::result::Result<(), (i32, String)>) {
@@ -584,6 +634,8 @@ impl Supervisor {
             RuntimeError::Start { code, message } => (code, message),
             e => (spawn::SETUP_FAILED, e.to_string()),
         };
+        let made = self.join_cgroup().map_err(setup)?;
+        let (overlay, private_net) = self.overlay.take().and_then(|h| h.join().ok()).unwrap_or_default();
         let spec = &self.cfg.spec;
         let netns = match &spec.network {
             NetworkSpec::Path(p) => Some(
@@ -599,7 +651,8 @@ impl Supervisor {
                     )
                 })?,
             ),
-            _ => None,
+            NetworkSpec::None => private_net,
+            NetworkSpec::Host => None,
         };
         let (stdio, outputs, stdin, pty_socket) = make_stdio(spec.process.tty, spec.process.stdin).map_err(setup)?;
         let plan = InitPlan {
@@ -611,20 +664,12 @@ impl Supervisor {
             netns,
             host_network: spec.network == NetworkSpec::Host,
             cgroup: self.cgroup.clone(),
-            overlay: self.overlay.take().and_then(|h| h.join().ok().flatten()),
+            overlay,
             init: spec.init,
         };
         let (cgroup, resources, privileged) = (&self.cgroup, &spec.resources, spec.security.privileged);
-        let mut make_cgroup = || -> Result<()> {
-            if let Some(cg) = cgroup {
-                cg.create(resources)?;
-                if privileged {
-                    cg.allow_all_devices()?;
-                }
-            }
-            Ok(())
-        };
-        let spawned = spawn::spawn_init(&plan, stdio, hold, &mut make_cgroup).map_err(setup)?;
+        let mut make = || cgroup.as_ref().map_or(Ok(()), |cg| make_cgroup(cg, resources, privileged));
+        let spawned = spawn::spawn_init(&plan, stdio, hold, made, &mut make).map_err(setup)?;
         self.mnt_ns = std::fs::File::open(format!("/proc/{}/ns/mnt", spawned.pid)).ok();
         drop(plan);
         let held = Held {
