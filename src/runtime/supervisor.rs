@@ -340,10 +340,6 @@ struct Supervisor {
     /// its own, its new network namespace (`spawn::new_private_netns`), being made on another thread while
     /// the supervisor starts up; joined before the clone, which must happen single-threaded.
     overlay: Option<std::thread::JoinHandle<(Option<OwnedFd>, Option<OwnedFd>)>>,
-    /// The container's cgroup, named and created with its limits on another thread while the supervisor
-    /// starts up, so that the first process can join it at once; joined before the clone. The name comes
-    /// back even when creating failed, so that cleanup removes what was made.
-    cgroup_made: Option<std::thread::JoinHandle<(Option<Cgroup>, Result<()>)>>,
     filter: Option<Filter>,
     caps: Vec<caps::Capability>,
     listener: UnixListener,
@@ -388,20 +384,6 @@ impl Supervisor {
         let lowers: Vec<PathBuf> = std::iter::once(mount_points)
             .chain(cfg.spec.rootfs.layers.iter().cloned())
             .collect();
-        // Two helper threads, about equally busy: the cgroup (the longer job, started first), and the
-        // overlay followed by the network namespace.
-        let cgroup_made = {
-            let (id, resources, privileged) = (cfg.id.clone(), cfg.spec.resources.clone(), cfg.spec.security.privileged);
-            std::thread::Builder::new()
-                .spawn(move || match Cgroup::for_container(&id) {
-                    Ok(cg) => {
-                        let made = make_cgroup(&cg, &resources, privileged);
-                        (Some(cg), made)
-                    }
-                    Err(e) => (None, Err(e)),
-                })
-                .ok()
-        };
         let overlay = {
             let (layers, upper, work) = (lowers.clone(), dir.upper(), dir.work());
             let volatile = cfg.spec.auto_remove;
@@ -459,7 +441,6 @@ impl Supervisor {
             cgroup: None,
             mnt_ns: None,
             overlay,
-            cgroup_made,
             filter: None,
             caps: Default::default(),
             listener,
@@ -510,7 +491,7 @@ impl Supervisor {
         let _ = self.dir.write_state(&self.state);
     }
 
-    /// Work done once per supervisor: capabilities, the seccomp filter. (The cgroup is being made meanwhile.)
+    /// Work done once per supervisor: capabilities, the seccomp filter.
     fn prepare(&mut self) -> Result<()> {
         let sec = &self.cfg.spec.security;
         self.caps = process::capabilities(sec.privileged, &sec.cap_add, &sec.cap_drop)?;
@@ -520,21 +501,20 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Waits for the cgroup made at start-up, if it is still coming: whether it is made. Otherwise (a
-    /// restart, or no thread could be started) `spawn_init` makes it; creating an existing one only
-    /// applies the limits again.
-    fn join_cgroup(&mut self) -> Result<bool> {
-        if let Some(handle) = self.cgroup_made.take() {
-            let (cgroup, made) = handle.join().unwrap_or_else(|_| {
-                (None, Err(RuntimeError::Spec("creating the cgroup panicked".into())))
-            });
-            self.cgroup = cgroup;
-            return made.map(|()| true);
+    /// Names the cgroup and, at the first start, creates it with its limits, on this thread while the helper
+    /// makes the overlay and the network namespace (a second helper thread would wait for a core on a 2-core
+    /// host: the scheduler does not move a just-created thread to a core that goes idle): whether it is made.
+    /// The first process then joins it at once. Later starts leave it to `spawn_init`; creating an existing
+    /// cgroup only applies the limits again.
+    fn first_cgroup(&mut self) -> Result<bool> {
+        if self.cgroup.is_some() {
+            return Ok(false);
         }
-        if self.cgroup.is_none() {
-            self.cgroup = Some(Cgroup::for_container(&self.cfg.id)?);
-        }
-        Ok(false)
+        let cg = Cgroup::for_container(&self.cfg.id)?;
+        let made = make_cgroup(&cg, &self.cfg.spec.resources, self.cfg.spec.security.privileged);
+        // Named even when creating failed, so that cleanup removes what was made.
+        self.cgroup = Some(cg);
+        made.map(|()| true)
     }
 
     fn notify_ready(&mut self, r: std::result::Result<(), (i32, String)>) {
@@ -634,7 +614,7 @@ impl Supervisor {
             RuntimeError::Start { code, message } => (code, message),
             e => (spawn::SETUP_FAILED, e.to_string()),
         };
-        let made = self.join_cgroup().map_err(setup)?;
+        let made = self.first_cgroup().map_err(setup)?;
         let (overlay, private_net) = self.overlay.take().and_then(|h| h.join().ok()).unwrap_or_default();
         let spec = &self.cfg.spec;
         let netns = match &spec.network {
