@@ -322,7 +322,13 @@ fn logs_survive_the_cli_and_keep_streams_apart() {
     assert_eq!(env.ok(&["container", "logs", "--tail", "1", &id]), "three\n");
     let ts = env.ok(&["container", "logs", "-t", &id]);
     assert!(ts.lines().all(|l| l.contains('T') && l.contains('Z')), "{ts}");
-    // -f ends when the container does.
+    assert!(env.state_dir(&id).join("container.log").is_file());
+    // A container that prints nothing gets no log file (it is made on the first line), and empty logs.
+    let quiet = env.run_d(&[], &["true"]);
+    env.ok(&["container", "wait", &quiet]);
+    assert!(!env.state_dir(&quiet).join("container.log").exists());
+    assert_eq!(env.ok(&["container", "logs", &quiet]), "");
+    // -f ends when the container does, following a log that appears only after it began.
     let id = env.run_d(&[], &["sh", "-c", "sleep 0.3; echo late"]);
     assert_eq!(env.ok(&["container", "logs", "-f", &id]), "late\n");
 }

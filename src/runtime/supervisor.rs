@@ -117,6 +117,50 @@ fn make_cgroup(cg: &Cgroup, resources: &super::spec::Resources, privileged: bool
     Ok(())
 }
 
+/// The container's `container.log`, made on its first line: many containers print nothing, and on a busy
+/// ext4 every file made and deleted slows the next one down. (`logs` reads a missing log as empty.)
+struct LazyLog {
+    dir: ContainerDir,
+    file: Option<std::fs::File>,
+    /// Set once the log could not be opened, which is reported once, to supervisor.log.
+    failed: bool,
+}
+
+impl LazyLog {
+    fn new(dir: &ContainerDir) -> Self {
+        LazyLog {
+            dir: dir.clone(),
+            file: None,
+            failed: false,
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) {
+        if self.file.is_none() && !self.failed {
+            let path = self.dir.log();
+            match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+                Ok(f) => self.file = Some(f),
+                Err(e) => {
+                    self.failed = true;
+                    complain(
+                        &self.dir,
+                        &format!("cannot open {}: {e}; output is not logged", path.display()),
+                    );
+                }
+            }
+        }
+        if let Some(f) = &mut self.file {
+            let _ = f.write_all(bytes);
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(f) = &mut self.file {
+            let _ = f.flush();
+        }
+    }
+}
+
 /// Appends a line to the container's `supervisor.log`, which is made on first use: most supervisors never
 /// write one, and on a busy ext4 every file made and deleted slows the next one down.
 fn complain(dir: &ContainerDir, message: &str) {
@@ -344,7 +388,7 @@ struct Supervisor {
     caps: Vec<caps::Capability>,
     listener: UnixListener,
     sigfd: SignalFd,
-    log: std::fs::File,
+    log: LazyLog,
     main: Option<MainProc>,
     held: Option<Held>,
     conns: Vec<Option<Conn>>,
@@ -414,11 +458,7 @@ impl Supervisor {
         listener
             .set_nonblocking(true)
             .map_err(RuntimeError::io("set non-blocking", dir.socket()))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.log())
-            .map_err(RuntimeError::io("open log", dir.log()))?;
+        let log = LazyLog::new(&dir);
         state.supervisor_pid = Some(std::process::id() as i32);
         state.error = None;
         state.stopped_by_user = false;
@@ -648,7 +688,11 @@ impl Supervisor {
             init: spec.init,
         };
         let (cgroup, resources, privileged) = (&self.cgroup, &spec.resources, spec.security.privileged);
-        let mut make = || cgroup.as_ref().map_or(Ok(()), |cg| make_cgroup(cg, resources, privileged));
+        let mut make = || {
+            cgroup
+                .as_ref()
+                .map_or(Ok(()), |cg| make_cgroup(cg, resources, privileged))
+        };
         let spawned = spawn::spawn_init(&plan, stdio, hold, made, &mut make).map_err(setup)?;
         self.mnt_ns = std::fs::File::open(format!("/proc/{}/ns/mnt", spawned.pid)).ok();
         drop(plan);
@@ -1061,7 +1105,7 @@ impl Supervisor {
 
     /// The container stopped for good: clean up, tell everyone, and end the loop.
     fn finish(&mut self, code: i32, message: &str) {
-        let _ = self.log.flush();
+        self.log.flush();
         let removed = self.cfg.spec.auto_remove;
         if removed {
             self.kill_all();
@@ -1646,7 +1690,7 @@ fn drain_output(o: &mut Output, emit: &mut dyn FnMut(Stream, &[u8])) {
 }
 
 /// Appends complete lines in Docker's json-file format: `{"log":…,"stream":…,"time":…}`.
-fn write_log_line(log: &mut std::fs::File, stream: Stream, line: &[u8]) {
+fn write_log_line(log: &mut LazyLog, stream: Stream, line: &[u8]) {
     let rec = serde_json::json!({
         "log": String::from_utf8_lossy(line),
         "stream": match stream { Stream::Stdout => "stdout", Stream::Stderr => "stderr" },
@@ -1654,7 +1698,7 @@ fn write_log_line(log: &mut std::fs::File, stream: Stream, line: &[u8]) {
     });
     let mut s = rec.to_string();
     s.push('\n');
-    let _ = log.write_all(s.as_bytes());
+    log.write_all(s.as_bytes());
 }
 
 fn write_client(stream: &mut UnixStream, bytes: &[u8]) -> std::io::Result<()> {
@@ -1671,7 +1715,7 @@ fn respond(stream: &mut UnixStream, r: &Response) -> std::io::Result<()> {
 }
 
 /// Splits complete lines out of `partial` into the log; called after each read.
-fn log_lines(log: &mut std::fs::File, o: &mut Output) {
+fn log_lines(log: &mut LazyLog, o: &mut Output) {
     while let Some(pos) = o.partial.iter().position(|b| *b == b'\n') {
         let line: Vec<u8> = o.partial.drain(..=pos).collect();
         write_log_line(log, o.stream, &line);
