@@ -65,6 +65,7 @@ for _ in range(rounds + 1):
 times = {k: v[1:] for k, v in times.items()}  # the first round warms up
 for k, v in times.items():
     print(f"{k}: median {statistics.median(v):.2f} ms per container, min {min(v):.2f} ms ({rounds} rounds of {n})")
+    print("  rounds: " + " ".join(f"{t:.2f}" for t in v))
 for peer in ("crun", "runc"):
     r = [a / b for a, b in zip(times["berth"], times[peer])]
     print(f"ratio berth/{peer}: median {statistics.median(r):.2f} (min {min(r):.2f}, max {max(r):.2f})")
