@@ -2,7 +2,7 @@
 # Runtime benchmark: create+start+wait+delete of /bin/true, N times in a row, berth against crun and runc on
 # the same busybox rootfs, in the same run; then the supervisor's resident memory and exec latency.
 # Usage: bash scripts/bench-runtime.sh [N=100]      (root; installs crun, runc, hyperfine, busybox-static)
-#        ROUNDS=10 (environment): rounds of N containers per runtime
+#        ROUNDS=20 (environment): rounds of N containers per runtime
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N=${1:-100}
@@ -51,7 +51,7 @@ LOOP
 # all of them alike; the ratio is the median of the per-round ratios. Each round starts after a pause: the kernel
 # frees namespaces and mounts in background workers for a while after a runtime's last container, and that work
 # must not land on whichever runtime happens to go next.
-python3 - "$W/loop.sh" "$N" "${ROUNDS:-10}" <<'PY'
+python3 - "$W/loop.sh" "$N" "${ROUNDS:-20}" <<'PY'
 import statistics, subprocess, sys, time
 loop, n, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 names = {"berth": "berth", "crun": "crun-cgroupfs", "runc": "runc"}
