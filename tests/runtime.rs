@@ -724,3 +724,41 @@ fn create_start_restart_and_berth_errors() {
         text(&out.stderr)
     );
 }
+
+/// `--network none` (the default) gives a container a network namespace of its own with only `lo`,
+/// up; the supervisor makes it ahead of the clone at the first start and the clone makes it at a
+/// restart. `--network host` shares the host's.
+#[test]
+fn each_container_gets_its_own_network_namespace_with_loopback_up() {
+    let env = Env::new("netns");
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap().display().to_string();
+    let probe = "readlink /proc/self/ns/net; ls /sys/class/net; cat /sys/class/net/lo/flags";
+    let own = |out: &str| {
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert_ne!(lines[0], host, "the container is in the host's network namespace");
+        assert_eq!(lines[1], "lo", "interfaces: {out}");
+        let flags = u32::from_str_radix(lines[2].trim_start_matches("0x"), 16).unwrap();
+        assert_eq!(flags & 1, 1, "lo is down: {out}");
+    };
+    let run = |flags: &[&str], cmd: &[&str]| {
+        let out = env.run(flags, cmd);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    // (Namespace numbers are not compared between containers: the kernel reuses a freed one.)
+    own(&run(&["--rm"], &["sh", "-c", probe]));
+    // A restart gets a namespace of its own too, made by the clone this time.
+    let id = env.run_d(
+        &["--restart", "on-failure:1"],
+        &["sh", "-c", &format!("{probe}; exit 1")],
+    );
+    assert_eq!(env.ok(&["container", "wait", &id]).trim(), "1");
+    let logs = env.ok(&["container", "logs", &id]);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.len(), 6, "two runs of three lines: {logs}");
+    own(&lines[..3].join("\n"));
+    own(&lines[3..].join("\n"));
+    let shared = run(&["--rm", "--network", "host"], &["readlink", "/proc/self/ns/net"]);
+    assert_eq!(shared.trim(), host);
+}
