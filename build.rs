@@ -33,7 +33,9 @@ fn main() {
         let dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
         std::fs::write(dir.join("libgcc_s.a"), "INPUT(-lgcc_eh)\n").expect("write the libgcc_s shim");
         println!("cargo:rustc-link-search=native={}", dir.display());
-        if std::env::var("BERTH_LINK").as_deref() != Ok("dynamic") && has_static_libc() {
+        // Not when cross-compiling: the C compiler found here would be the host's, not the target's.
+        let native = std::env::var("TARGET").ok() == std::env::var("HOST").ok();
+        if native && std::env::var("BERTH_LINK").as_deref() != Ok("dynamic") && has_static_libc() {
             let shims = dir.join("static");
             std::fs::create_dir_all(&shims).expect("create the static-link shim directory");
             write(&shims.join("libc.so"), "GROUP ( libc.a libgcc.a libgcc_eh.a )\n");
