@@ -342,6 +342,17 @@ mod tests {
     const GROUP: &str = "root:x:0:\nwww:x:33:\nstaff:x:50:www,other\naudio:x:29:www\nnogroup:x:65534:\n";
 
     #[test]
+    fn user_names_come_from_the_first_matching_line() {
+        assert_eq!(user_name(PASSWD, 33), Some("www"));
+        assert_eq!(
+            user_name(&format!("#comment\n{PASSWD}www2:x:33:33::/:/bin/sh\n"), 33),
+            Some("www")
+        );
+        assert_eq!(user_name(PASSWD, 1000), None);
+        assert_eq!(user_name("broken line\n", 0), None);
+    }
+
+    #[test]
     fn users_resolve_by_name_and_number() {
         let r = resolve_user("", &[], Some(PASSWD), Some(GROUP)).unwrap();
         assert_eq!((r.uid, r.gid, r.home.as_str()), (0, 0, "/root"));
