@@ -52,19 +52,28 @@ LOOP
 # frees namespaces and mounts in background workers for a while after a runtime's last container, and that work
 # must not land on whichever runtime happens to go next.
 python3 - "$W/loop.sh" "$N" "${ROUNDS:-20}" <<'PY'
-import statistics, subprocess, sys, time
+import os, statistics, subprocess, sys, time
 loop, n, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 names = {"berth": "berth", "crun": "crun-cgroupfs", "runc": "runc"}
 times = {k: [] for k in names}
+cpu = {k: [] for k in names}
+hz = os.sysconf("SC_CLK_TCK")
+def busy():
+    # CPU time of the whole machine (user, nice, system, irq, softirq, steal), in clock ticks.
+    v = list(map(int, open("/proc/stat").readline().split()[1:]))
+    return v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
 for _ in range(rounds + 1):
     for k, arg in names.items():
         time.sleep(1)
-        t = time.perf_counter()
+        b, t = busy(), time.perf_counter()
         subprocess.run(["bash", loop, arg], check=True)
         times[k].append((time.perf_counter() - t) / n * 1000)
+        cpu[k].append((busy() - b) / hz / n * 1000)
 times = {k: v[1:] for k, v in times.items()}  # the first round warms up
+cpu = {k: v[1:] for k, v in cpu.items()}
 for k, v in times.items():
-    print(f"{k}: median {statistics.median(v):.2f} ms per container, min {min(v):.2f} ms ({rounds} rounds of {n})")
+    print(f"{k}: median {statistics.median(v):.2f} ms per container, min {min(v):.2f} ms ({rounds} rounds of {n});"
+          f" CPU {statistics.median(cpu[k]):.2f} ms per container (whole machine, median)")
     print("  rounds: " + " ".join(f"{t:.2f}" for t in v))
 for peer in ("crun", "runc"):
     r = [a / b for a, b in zip(times["berth"], times[peer])]
