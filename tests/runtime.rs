@@ -762,3 +762,49 @@ fn each_container_gets_its_own_network_namespace_with_loopback_up() {
     let shared = run(&["--rm", "--network", "host"], &["readlink", "/proc/self/ns/net"]);
     assert_eq!(shared.trim(), host);
 }
+
+/// A removed container's directory is emptied and kept for the next `create` (`<root>/spare/`): the next
+/// container sees nothing the last one wrote or deleted, and a directory whose root the container changed is
+/// not kept at all.
+#[test]
+fn a_reused_container_directory_carries_nothing_over() {
+    let env = Env::new("spare");
+    let spares = || std::fs::read_dir(env.root.join("spare")).map_or(0, |d| d.count());
+    let ok = |flags: &[&str], script: &str| {
+        let out = env.run(flags, &["sh", "-c", script]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    ok(
+        &["--rm"],
+        "echo secret > /marker; mkdir -p /d/e; echo x > /d/e/f; rm /bin/true",
+    );
+    // The supervisor recycles the directory after telling the client.
+    env.until(10, "the directory to be kept", || spares() == 1);
+    let seen = ok(
+        &["--rm"],
+        "ls /marker /d 2>&1; ls /bin/true; stat -c %a /; cat /etc/hostname",
+    );
+    let lines: Vec<&str> = seen.lines().collect();
+    assert!(
+        lines[0].contains("No such file") && lines[1].contains("No such file"),
+        "{seen}"
+    );
+    assert_eq!(&lines[2..4], ["/bin/true", "755"], "{seen}");
+    env.until(10, "the directory to be kept again", || spares() == 1);
+    // The next one takes it, changes its root's mode, and so it is deleted rather than kept.
+    ok(&["--rm"], "chmod 700 /");
+    env.until(10, "the changed directory to be deleted", || {
+        spares() == 0 && std::fs::read_dir(env.root.join("removing")).map_or(true, |mut d| d.next().is_none())
+    });
+    // `rm` keeps a directory too, and a container made from it has its own files.
+    let id = env.run_d(&[], &["true"]);
+    env.ok(&["container", "wait", &id]);
+    env.ok(&["container", "rm", &id]);
+    assert_eq!(spares(), 1);
+    let id = env.run_d(&["--name", "second"], &["cat", "/etc/hostname"]);
+    env.ok(&["container", "wait", &id]);
+    assert_eq!(env.ok(&["container", "logs", &id]), format!("{}\n", &id[..12]));
+    assert_eq!(spares(), 0);
+    assert_eq!(env.inspect(&id)["Name"], "/second");
+}

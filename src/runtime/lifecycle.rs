@@ -120,18 +120,24 @@ impl Runtime {
         let id = new_id();
         let dir = ContainerDir::new(&self.root, &id);
         let hostname = spec.hostname.clone().unwrap_or_else(|| id[..12].to_string());
+        // A removed container's emptied directory, if one is spare, is filled in where it is (nothing lists
+        // `spare/`) and renamed into place: no inode made (see `state::recycle`).
+        let spare = super::state::take_spare(&self.root).map(|dir| ContainerDir { dir });
         let made = (|| -> Result<ContainerConfig> {
-            let mut mkdir = std::fs::DirBuilder::new();
-            mkdir
-                .mode(0o700)
-                .create(&dir.dir)
-                .map_err(RuntimeError::io("create", &dir.dir))?;
-            mkdir.mode(0o755);
-            for d in [dir.upper(), dir.work(), dir.merged()] {
-                mkdir.create(&d).map_err(RuntimeError::io("create", &d))?;
+            let at = spare.as_ref().unwrap_or(&dir);
+            if spare.is_none() {
+                let mut mkdir = std::fs::DirBuilder::new();
+                mkdir
+                    .mode(0o700)
+                    .create(&dir.dir)
+                    .map_err(RuntimeError::io("create", &dir.dir))?;
+                mkdir.mode(0o755);
+                for d in [dir.upper(), dir.work(), dir.merged()] {
+                    mkdir.create(&d).map_err(RuntimeError::io("create", &d))?;
+                }
             }
             let write = |name: &str, body: String| {
-                let p = dir.etc(name);
+                let p = at.etc(name);
                 std::fs::write(&p, body).map_err(RuntimeError::io("write", &p))
             };
             write("hostname", format!("{hostname}\n"))?;
@@ -143,8 +149,18 @@ impl Runtime {
                 spec: spec.clone(),
             };
             // No state.json: a missing one reads as the default, a created container's.
-            // config.json last: a directory without it is an unfinished create and is ignored by `list`.
-            write_json_atomic(&dir.config(), &config)?;
+            match &spare {
+                Some(spare) => {
+                    let body = serde_json::to_vec_pretty(&config).map_err(|e| RuntimeError::Corrupt {
+                        path: spare.config(),
+                        message: e.to_string(),
+                    })?;
+                    std::fs::write(spare.config(), body).map_err(RuntimeError::io("write", spare.config()))?;
+                    std::fs::rename(&spare.dir, &dir.dir).map_err(RuntimeError::io("rename", &spare.dir))?;
+                }
+                // config.json last: a directory without it is an unfinished create and is ignored by `list`.
+                None => write_json_atomic(&dir.config(), &config)?,
+            }
             Ok(config)
         })();
         match made {
@@ -155,6 +171,9 @@ impl Runtime {
             }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir.dir);
+                if let Some(spare) = &spare {
+                    let _ = std::fs::remove_dir_all(&spare.dir);
+                }
                 Err(e)
             }
         }

@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -124,6 +125,85 @@ pub fn mount_points_layer(root: &Path) -> std::io::Result<PathBuf> {
     }
 }
 
+/// Where emptied container directories wait to be reused by `create`, beside `containers/` (see [`recycle`]).
+const SPARE: &str = "spare";
+/// Spare directories kept at most; more are deleted.
+const MAX_SPARES: usize = 16;
+/// What of a container directory a spare keeps: the directories and the files `create` fills in again.
+const SKELETON: &[&str] = &[
+    "upper",
+    "work",
+    "rootfs",
+    "hostname",
+    "hosts",
+    "resolv.conf",
+    "config.json",
+];
+
+/// Empties a retired container directory (see `ContainerDir::retire`) down to its skeleton and keeps it in
+/// `<root>/spare/` for the next `create`, which fills it in and renames it into place; deletes it instead when
+/// the pool is full or anything about it is unexpected. On an ext4 without a journal every inode made and
+/// deleted slows later ones down (docs/BENCHMARKS.md): a reused skeleton spares 8 of a container's 14. What the
+/// container wrote (its upper dir's content) is always deleted; an upper dir whose own owner or mode the
+/// container changed is not reused, nor is anything that is not a plain skeleton.
+pub fn recycle(retired: &Path) -> std::io::Result<()> {
+    let reused = (|| -> std::io::Result<bool> {
+        let Some(spare) = retired.parent().map(|removing| removing.with_file_name(SPARE)) else {
+            return Ok(false);
+        };
+        std::fs::create_dir_all(&spare)?;
+        if std::fs::read_dir(&spare)?.count() >= MAX_SPARES {
+            return Ok(false);
+        }
+        for entry in std::fs::read_dir(retired)? {
+            let entry = entry?;
+            if !entry.file_name().to_str().is_some_and(|n| SKELETON.contains(&n)) {
+                match entry.file_type()?.is_dir() {
+                    true => std::fs::remove_dir_all(entry.path())?,
+                    false => std::fs::remove_file(entry.path())?,
+                }
+            }
+        }
+        for dir in ["upper", "work"] {
+            for entry in std::fs::read_dir(retired.join(dir))? {
+                let entry = entry?;
+                match entry.file_type()?.is_dir() {
+                    true => std::fs::remove_dir_all(entry.path())?,
+                    false => std::fs::remove_file(entry.path())?,
+                }
+            }
+        }
+        let pristine = |name: &str| {
+            std::fs::symlink_metadata(retired.join(name))
+                .is_ok_and(|m| m.is_dir() && m.mode() & 0o7777 == 0o755 && m.uid() == 0 && m.gid() == 0)
+        };
+        let empty = |name: &str| std::fs::read_dir(retired.join(name)).is_ok_and(|mut d| d.next().is_none());
+        if !SKELETON[..3].iter().all(|d| pristine(d) && empty(d)) {
+            return Ok(false);
+        }
+        std::fs::rename(retired, spare.join(crate::fsutil::random_hex(8)))?;
+        Ok(true)
+    })();
+    match reused {
+        Ok(true) => Ok(()),
+        _ => std::fs::remove_dir_all(retired),
+    }
+}
+
+/// A spare container directory from [`recycle`] for `create` to fill in, if there is one. The caller must hold
+/// the containers lock, so that no other `create` takes the same one.
+pub fn take_spare(root: &Path) -> Option<PathBuf> {
+    let spare = std::fs::read_dir(root.join(SPARE)).ok()?.flatten().next()?.path();
+    let empty = |name: &str| std::fs::read_dir(spare.join(name)).is_ok_and(|mut d| d.next().is_none());
+    match SKELETON[..3].iter().all(|d| empty(d)) {
+        true => Some(spare),
+        false => {
+            let _ = std::fs::remove_dir_all(&spare).or_else(|_| std::fs::remove_file(&spare));
+            None
+        }
+    }
+}
+
 /// Deletes what retired directories a killed process left in `<root>/removing/`: those older than a minute, so
 /// none that a live supervisor is still deleting.
 pub fn sweep_removing(root: &Path) {
@@ -223,10 +303,11 @@ impl ContainerDir {
         Ok(to)
     }
 
-    /// Deletes the directory: retired first (see `retire`), in place if that fails.
+    /// Deletes the directory: retired first (see `retire`) and kept as a spare if it can be (see [`recycle`]),
+    /// deleted in place if retiring fails.
     pub fn remove(&self) -> std::io::Result<()> {
         match self.retire() {
-            Ok(to) => std::fs::remove_dir_all(to),
+            Ok(to) => recycle(&to),
             Err(_) => std::fs::remove_dir_all(&self.dir),
         }
     }
@@ -342,6 +423,77 @@ mod tests {
         assert_ne!(a, new_id());
     }
 
+    /// A retired directory with the skeleton and more (what the container wrote, its socket and logs).
+    fn used_container(root: &Path, id: &str) -> PathBuf {
+        let dir = ContainerDir::new(root, id);
+        for d in [
+            dir.upper().join("etc/x"),
+            dir.work().join("work/incompat/volatile"),
+            dir.merged(),
+        ] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        for f in [
+            "hostname",
+            "hosts",
+            "resolv.conf",
+            "config.json",
+            "state.json",
+            "container.log",
+        ] {
+            std::fs::write(dir.dir.join(f), "x").expect("write");
+        }
+        std::fs::write(dir.upper().join("etc/x/file"), "written").expect("write");
+        dir.retire().expect("retire")
+    }
+
+    #[test]
+    fn recycled_directories_keep_only_an_empty_skeleton_and_the_pool_is_bounded() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("berth-spare-{}", new_id()));
+        recycle(&used_container(&root, "c1")).expect("recycle");
+        assert!(!root.join("removing/c1").exists());
+        let spare = take_spare(&root).expect("a spare");
+        let mut names: Vec<String> = std::fs::read_dir(&spare)
+            .expect("read")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "config.json",
+                "hostname",
+                "hosts",
+                "resolv.conf",
+                "rootfs",
+                "upper",
+                "work"
+            ]
+        );
+        for d in ["upper", "work", "rootfs"] {
+            assert_eq!(
+                std::fs::read_dir(spare.join(d)).expect("read").count(),
+                0,
+                "{d} is not empty"
+            );
+        }
+        // An upper dir whose mode the container changed is not reused.
+        let changed = used_container(&root, "c2");
+        std::fs::set_permissions(changed.join("upper"), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        recycle(&changed).expect("recycle");
+        assert!(!changed.exists());
+        assert_eq!(std::fs::read_dir(root.join(SPARE)).expect("read").count(), 1);
+        // A full pool deletes.
+        for i in 0..MAX_SPARES + 2 {
+            recycle(&used_container(&root, &format!("d{i}"))).expect("recycle");
+        }
+        assert_eq!(std::fs::read_dir(root.join(SPARE)).expect("read").count(), MAX_SPARES);
+        assert_eq!(std::fs::read_dir(root.join(REMOVING)).expect("read").count(), 0);
+        std::fs::remove_dir_all(&root).expect("clean up");
+    }
+
     #[test]
     fn retired_directories_leave_containers_at_once_and_only_old_ones_are_swept() {
         let root = std::env::temp_dir().join(format!("berth-retire-{}", new_id()));
@@ -358,7 +510,8 @@ mod tests {
         let other = ContainerDir::new(&root, "c2");
         std::fs::create_dir_all(other.work()).expect("mkdir");
         other.remove().expect("remove");
-        assert!(!other.dir.exists() && !root.join("removing/c2").exists());
+        // Not a skeleton (no upper, no rootfs): deleted, not kept.
+        assert!(!other.dir.exists() && !root.join("removing/c2").exists() && take_spare(&root).is_none());
         std::fs::remove_dir_all(&root).expect("clean up");
     }
 

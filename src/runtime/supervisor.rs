@@ -1133,7 +1133,7 @@ impl Supervisor {
             self.delete_cgroup();
         }
         if let Some(Ok(dir)) = retired {
-            let _ = std::fs::remove_dir_all(dir);
+            let _ = super::state::recycle(&dir);
         }
         self.done = true;
     }
