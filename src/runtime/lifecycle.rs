@@ -121,20 +121,21 @@ impl Runtime {
         let dir = ContainerDir::new(&self.root, &id);
         let hostname = spec.hostname.clone().unwrap_or_else(|| id[..12].to_string());
         // A removed container's emptied directory, if one is spare, is filled in where it is (nothing lists
-        // `spare/`) and renamed into place: no inode made (see `state::recycle`).
+        // `spare/`) and renamed into place: only `upper/` and `work/` are made anew (see `state::recycle`).
         let spare = super::state::take_spare(&self.root).map(|dir| ContainerDir { dir });
         let made = (|| -> Result<ContainerConfig> {
             let at = spare.as_ref().unwrap_or(&dir);
+            let mut mkdir = std::fs::DirBuilder::new();
             if spare.is_none() {
-                let mut mkdir = std::fs::DirBuilder::new();
                 mkdir
                     .mode(0o700)
                     .create(&dir.dir)
                     .map_err(RuntimeError::io("create", &dir.dir))?;
-                mkdir.mode(0o755);
-                for d in [dir.upper(), dir.work(), dir.merged()] {
-                    mkdir.create(&d).map_err(RuntimeError::io("create", &d))?;
-                }
+            }
+            mkdir.mode(0o755);
+            let mount_point = spare.is_none().then(|| dir.merged());
+            for d in [at.upper(), at.work()].into_iter().chain(mount_point) {
+                mkdir.create(&d).map_err(RuntimeError::io("create", &d))?;
             }
             let write = |name: &str, body: String| {
                 let p = at.etc(name);

@@ -129,23 +129,16 @@ pub fn mount_points_layer(root: &Path) -> std::io::Result<PathBuf> {
 const SPARE: &str = "spare";
 /// Spare directories kept at most; more are deleted.
 const MAX_SPARES: usize = 16;
-/// What of a container directory a spare keeps: the directories and the files `create` fills in again.
-const SKELETON: &[&str] = &[
-    "upper",
-    "work",
-    "rootfs",
-    "hostname",
-    "hosts",
-    "resolv.conf",
-    "config.json",
-];
+/// What of a container directory a spare keeps: the root's mount point and the files `create` fills in again.
+/// Not `upper/` and `work/`: a process that still holds the old container's mount namespace (a `cp` helper, an
+/// `nsenter`) keeps its overlay mounted on them, so a new container gets new ones.
+const SKELETON: &[&str] = &["rootfs", "hostname", "hosts", "resolv.conf", "config.json"];
 
-/// Empties a retired container directory (see `ContainerDir::retire`) down to its skeleton and keeps it in
-/// `<root>/spare/` for the next `create`, which fills it in and renames it into place; deletes it instead when
-/// the pool is full or anything about it is unexpected. On an ext4 without a journal every inode made and
-/// deleted slows later ones down (docs/BENCHMARKS.md): a reused skeleton spares 8 of a container's 14. What the
-/// container wrote (its upper dir's content) is always deleted; an upper dir whose own owner or mode the
-/// container changed is not reused, nor is anything that is not a plain skeleton.
+/// Empties a retired container directory (see `ContainerDir::retire`) down to its skeleton (see [`SKELETON`]) and
+/// keeps it in `<root>/spare/` for the next `create`, which fills it in and renames it into place; deletes it
+/// instead when the pool is full or anything about it is unexpected. On an ext4 without a journal every inode
+/// made and deleted slows later ones down (docs/BENCHMARKS.md): a reused skeleton spares 6 of a container's 14.
+/// Nothing the container wrote is kept: its upper and work directories are deleted whole.
 pub fn recycle(retired: &Path) -> std::io::Result<()> {
     let reused = (|| -> std::io::Result<bool> {
         let Some(spare) = retired.parent().map(|removing| removing.with_file_name(SPARE)) else {
@@ -164,21 +157,11 @@ pub fn recycle(retired: &Path) -> std::io::Result<()> {
                 }
             }
         }
-        for dir in ["upper", "work"] {
-            for entry in std::fs::read_dir(retired.join(dir))? {
-                let entry = entry?;
-                match entry.file_type()?.is_dir() {
-                    true => std::fs::remove_dir_all(entry.path())?,
-                    false => std::fs::remove_file(entry.path())?,
-                }
-            }
-        }
-        let pristine = |name: &str| {
-            std::fs::symlink_metadata(retired.join(name))
-                .is_ok_and(|m| m.is_dir() && m.mode() & 0o7777 == 0o755 && m.uid() == 0 && m.gid() == 0)
-        };
-        let empty = |name: &str| std::fs::read_dir(retired.join(name)).is_ok_and(|mut d| d.next().is_none());
-        if !SKELETON[..3].iter().all(|d| pristine(d) && empty(d)) {
+        // The mount point: a plain empty directory, as `create` made it.
+        let rootfs = retired.join(SKELETON[0]);
+        let plain = std::fs::symlink_metadata(&rootfs)
+            .is_ok_and(|m| m.is_dir() && m.mode() & 0o7777 == 0o755 && m.uid() == 0 && m.gid() == 0);
+        if !plain || std::fs::read_dir(&rootfs)?.next().is_some() {
             return Ok(false);
         }
         std::fs::rename(retired, spare.join(crate::fsutil::random_hex(8)))?;
@@ -195,7 +178,7 @@ pub fn recycle(retired: &Path) -> std::io::Result<()> {
 pub fn take_spare(root: &Path) -> Option<PathBuf> {
     let spare = std::fs::read_dir(root.join(SPARE)).ok()?.flatten().next()?.path();
     let empty = |name: &str| std::fs::read_dir(spare.join(name)).is_ok_and(|mut d| d.next().is_none());
-    match SKELETON[..3].iter().all(|d| empty(d)) {
+    match empty(SKELETON[0]) && !spare.join("upper").exists() {
         true => Some(spare),
         false => {
             let _ = std::fs::remove_dir_all(&spare).or_else(|_| std::fs::remove_file(&spare));
@@ -460,28 +443,11 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(
-            names,
-            [
-                "config.json",
-                "hostname",
-                "hosts",
-                "resolv.conf",
-                "rootfs",
-                "upper",
-                "work"
-            ]
-        );
-        for d in ["upper", "work", "rootfs"] {
-            assert_eq!(
-                std::fs::read_dir(spare.join(d)).expect("read").count(),
-                0,
-                "{d} is not empty"
-            );
-        }
-        // An upper dir whose mode the container changed is not reused.
+        assert_eq!(names, ["config.json", "hostname", "hosts", "resolv.conf", "rootfs"]);
+        assert_eq!(std::fs::read_dir(spare.join("rootfs")).expect("read").count(), 0);
+        // A mount point that is not as `create` made it is not reused.
         let changed = used_container(&root, "c2");
-        std::fs::set_permissions(changed.join("upper"), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        std::fs::set_permissions(changed.join("rootfs"), std::fs::Permissions::from_mode(0o700)).expect("chmod");
         recycle(&changed).expect("recycle");
         assert!(!changed.exists());
         assert_eq!(std::fs::read_dir(root.join(SPARE)).expect("read").count(), 1);
