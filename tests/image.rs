@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::registry::Registry;
-use common::{busybox_rootfs, require_root};
+use common::require_root;
 
 struct Env {
     root: PathBuf,
@@ -113,10 +113,7 @@ fn busybox_tarball() -> PathBuf {
     static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
         let path = std::env::temp_dir().join(format!("berth-img-busybox-{}.tar", std::process::id()));
-        let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
-        b.follow_symlinks(false);
-        b.append_dir_all(".", busybox_rootfs()).unwrap();
-        b.into_inner().unwrap().flush().unwrap();
+        common::write_busybox_tarball(&path);
         path
     })
     .clone()

@@ -94,12 +94,8 @@ impl Berth {
     /// Imports the busybox root file system as image `reference`, with `changes` (Dockerfile
     /// instructions such as `CMD ["sh"]`, each passed as `-c`, in order). Returns the image id.
     pub fn import_busybox(&self, reference: &str, changes: &[&str]) -> String {
-        use std::io::Write as _;
         let tarball = self.root.join("busybox.tar");
-        let mut t = tar::Builder::new(std::fs::File::create(&tarball).unwrap());
-        t.follow_symlinks(false);
-        t.append_dir_all(".", &self.rootfs).unwrap();
-        t.into_inner().unwrap().flush().unwrap();
+        super::write_busybox_tarball(&tarball);
         let mut args = vec!["image", "import"];
         for change in changes {
             args.extend(["-c", change]);

@@ -15,6 +15,15 @@ pub fn require_root() {
     );
 }
 
+/// Writes a tarball of [`busybox_rootfs`] to `path`, for `image import`.
+pub fn write_busybox_tarball(path: &std::path::Path) {
+    use std::io::Write as _;
+    let mut t = tar::Builder::new(std::fs::File::create(path).unwrap());
+    t.follow_symlinks(false);
+    t.append_dir_all(".", busybox_rootfs()).unwrap();
+    t.into_inner().unwrap().flush().unwrap();
+}
+
 /// A busybox root file system made from Debian's busybox-static, built once per machine and shared
 /// read-only by every test (containers write to their own overlay upper dirs).
 pub fn busybox_rootfs() -> PathBuf {
