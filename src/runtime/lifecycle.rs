@@ -12,7 +12,9 @@ use super::cgroup::{Cgroup, CgroupStats};
 use super::control::{Client, ExecRequest, Request, Response};
 use super::error::{Result, RuntimeError};
 use super::spec::{ContainerSpec, NetworkSpec};
-use super::state::{ContainerConfig, ContainerDir, FileLock, RunState, Status, new_id, now, write_json_atomic};
+use super::state::{
+    ContainerConfig, ContainerDir, FileLock, RunState, Status, new_id, now, write_json, write_json_atomic,
+};
 use super::supervisor::{ATTACH_FLAG, EXE_FD_ENV, GO_FD_ENV, READY_FD_ENV, STANDBY_FLAG, SUBCOMMAND};
 
 /// Containers under one state root.
@@ -152,11 +154,7 @@ impl Runtime {
             // No state.json: a missing one reads as the default, a created container's.
             match &spare {
                 Some(spare) => {
-                    let body = serde_json::to_vec_pretty(&config).map_err(|e| RuntimeError::Corrupt {
-                        path: spare.config(),
-                        message: e.to_string(),
-                    })?;
-                    std::fs::write(spare.config(), body).map_err(RuntimeError::io("write", spare.config()))?;
+                    write_json(&spare.config(), &config)?;
                     std::fs::rename(&spare.dir, &dir.dir).map_err(RuntimeError::io("rename", &spare.dir))?;
                 }
                 // config.json last: a directory without it is an unfinished create and is ignored by `list`.

@@ -357,11 +357,20 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 
 /// Writes a JSON record to a temporary file beside it, then renames it into place.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let body = serde_json::to_vec_pretty(value).map_err(|e| RuntimeError::Corrupt {
+    crate::fsutil::write_atomic(path, &json(path, value)?, false).map_err(RuntimeError::io("write", path))
+}
+
+/// Writes a JSON record in place, for a file nobody reads yet (one in a spare directory being filled in).
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    std::fs::write(path, json(path, value)?).map_err(RuntimeError::io("write", path))
+}
+
+/// The JSON text of a record bound for `path`.
+fn json<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|e| RuntimeError::Corrupt {
         path: path.to_path_buf(),
         message: e.to_string(),
-    })?;
-    crate::fsutil::write_atomic(path, &body, false).map_err(RuntimeError::io("write", path))
+    })
 }
 
 /// A new random container id: 64 lower-case hex digits.
@@ -476,7 +485,7 @@ mod tests {
         let other = ContainerDir::new(&root, "c2");
         std::fs::create_dir_all(other.work()).expect("mkdir");
         other.remove().expect("remove");
-        // Not a skeleton (no upper, no rootfs): deleted, not kept.
+        // Not a skeleton (no mount point): deleted, not kept.
         assert!(!other.dir.exists() && !root.join("removing/c2").exists() && take_spare(&root).is_none());
         std::fs::remove_dir_all(&root).expect("clean up");
     }
