@@ -1150,10 +1150,7 @@ impl Drop for Remove<'_> {
 /// Who owns a build container, as its `BUILD_LABEL` says: the building process's pid and start time (in clock
 /// ticks after boot), so that a pid the kernel has given to another process since does not pass for the owner.
 fn owner_token(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 22, counted from the state, which is field 3 and follows the parenthesised command name.
-    let start = stat.rsplit_once(") ")?.1.split(' ').nth(19)?;
-    Some(format!("{pid}:{start}"))
+    Some(format!("{pid}:{}", crate::runtime::process::start_ticks(pid)?))
 }
 
 /// Removes the containers of builds whose process is gone: killed, or interrupted before it could remove

@@ -499,9 +499,7 @@ pub struct ProcessInfo {
 impl ProcessInfo {
     fn read(pid: i32) -> Option<Self> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let close = stat.rfind(')')?;
-        let comm = &stat[stat.find('(')? + 1..close];
-        let f: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let (comm, f) = super::process::stat_fields(&stat)?;
         let ppid = f.get(1)?.parse().ok()?;
         let cpu = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

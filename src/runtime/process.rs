@@ -117,6 +117,21 @@ fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
     })
 }
 
+/// The command name and the fields after it in a `/proc/PID/stat` line: `fields[0]` is the state (field 3).
+/// The name is in parentheses and may hold spaces and parentheses, so the fields start after the last `)`.
+pub fn stat_fields(stat: &str) -> Option<(&str, Vec<&str>)> {
+    let close = stat.rfind(')')?;
+    let comm = stat.get(stat.find('(')? + 1..close)?;
+    Some((comm, stat.get(close + 2..)?.split(' ').collect()))
+}
+
+/// When process `pid` started, in clock ticks after boot (field 22 of `/proc/PID/stat`). With the pid it
+/// names one process: a pid the kernel has given to another process since has another start time.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_fields(&stat)?.1.get(19)?.parse().ok()
+}
+
 /// The name `passwd` (text of an /etc/passwd) gives `uid`, if any.
 pub fn user_name(passwd: &str, uid: u32) -> Option<&str> {
     passwd_entries(passwd).find(|e| e.uid == uid).map(|e| e.name)
@@ -340,6 +355,17 @@ mod tests {
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/var/www:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
     const GROUP: &str = "root:x:0:\nwww:x:33:\nstaff:x:50:www,other\naudio:x:29:www\nnogroup:x:65534:\n";
+
+    #[test]
+    fn stat_fields_start_after_the_last_parenthesis() {
+        let (comm, f) = stat_fields("42 (a) b (c)) S 1 42 42 0").unwrap();
+        assert_eq!(comm, "a) b (c)");
+        assert_eq!(f, ["S", "1", "42", "42", "0"]);
+        assert_eq!(stat_fields("no parentheses"), None);
+        let own = start_ticks(std::process::id()).expect("our own start time");
+        assert!(own > 0);
+        assert_eq!(start_ticks(std::process::id()), Some(own));
+    }
 
     #[test]
     fn user_names_come_from_the_first_matching_line() {
