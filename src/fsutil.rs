@@ -1,6 +1,6 @@
-//! Small file-system helpers shared by the layers that keep state on disk (runtime, image store): atomic
-//! replacement, advisory locks and random names. They return plain `std::io` errors; each layer wraps
-//! them in its own error type with the path.
+//! Small file-system helpers shared by the layers that keep state on disk (runtime, image store, network):
+//! atomic replacement, advisory locks, random names, closing inherited descriptors. They return plain
+//! `std::io` errors; each layer wraps them in its own error type with the path.
 
 use std::fs::File;
 use std::io::Write;
@@ -39,6 +39,16 @@ pub fn random_hex(bytes: usize) -> String {
     // SAFETY: the buffer is valid for its whole length.
     unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
     buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Closes every descriptor numbered `first` or above (`close_range`), for a process that must keep nothing its
+/// starter left open. Errors are ignored: on a kernel without `close_range` nothing is closed.
+///
+/// # Safety
+/// No live object of this process (an `OwnedFd`, a `File`, a socket) may own a descriptor from `first` up.
+pub unsafe fn close_from(first: u32) {
+    // SAFETY: the caller guarantees that nothing owns the descriptors closed.
+    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
 }
 
 /// Which advisory lock to take.

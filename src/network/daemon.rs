@@ -187,8 +187,8 @@ pub fn main(args: &[String]) -> i32 {
     };
     // It outlives the CLI that started it: nothing that CLI's caller left open (a shell's extra pipe, say) may
     // stay open with it. Only stdin, stdout and stderr are meant for it.
-    // SAFETY: close_range on descriptor numbers that nothing in this process has opened.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    // SAFETY: nothing in this process has opened a descriptor from 3 up.
+    unsafe { crate::fsutil::close_from(3) };
     let layout = Layout { root: root.into() };
     match run(&layout, domain) {
         Ok(()) => 0,

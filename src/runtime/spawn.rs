@@ -722,8 +722,9 @@ fn run_init(err_w: &OwnedFd) {
     // Keep nothing of the supervisor's: the error pipe (so the parent sees EOF once the child has exec'd),
     // its socket, its readiness pipe.
     let _ = err_w;
-    // SAFETY: closing every fd above stdio; nothing below uses them.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    // SAFETY: what owns descriptors above stdio (`err_w`, the supervisor's objects) is never used or dropped
+    // again: the loop below ends the process with `_exit`.
+    unsafe { crate::fsutil::close_from(3) };
     loop {
         let sig = match all.wait() {
             Ok(s) => s,

@@ -69,8 +69,8 @@ pub fn main(args: &[String]) -> i32 {
     // Whatever else the caller left open without close-on-exec (a shell's extra pipe, say) is not ours to keep
     // for as long as the container runs: 0-2 are /dev/null, 3-5 the report pipe, the order pipe and the binary
     // (see `Runtime::standby`).
-    // SAFETY: close_range on descriptor numbers that nothing in this process has opened.
-    unsafe { libc::syscall(libc::SYS_close_range, 6u32, u32::MAX, 0u32) };
+    // SAFETY: nothing in this process has opened a descriptor from 6 up.
+    unsafe { crate::fsutil::close_from(6) };
     // Leave the caller: the started process forks and returns to it at once, so the caller reaps a process
     // that is already gone and init adopts the supervisor. Then a session of its own, away from the caller's
     // terminal and its signals.
