@@ -741,13 +741,8 @@ fn each_container_gets_its_own_network_namespace_with_loopback_up() {
         let flags = u32::from_str_radix(lines[2].trim_start_matches("0x"), 16).unwrap();
         assert_eq!(flags & 1, 1, "lo is down: {out}");
     };
-    let run = |flags: &[&str], cmd: &[&str]| {
-        let out = env.run(flags, cmd);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        text(&out.stdout)
-    };
     // (Namespace numbers are not compared between containers: the kernel reuses a freed one.)
-    own(&run(&["--rm"], &["sh", "-c", probe]));
+    own(&env.run_ok(&["--rm"], &["sh", "-c", probe]));
     // A restart gets a namespace of its own too, made by the clone this time.
     let id = env.run_d(
         &["--restart", "on-failure:1"],
@@ -759,7 +754,7 @@ fn each_container_gets_its_own_network_namespace_with_loopback_up() {
     assert_eq!(lines.len(), 6, "two runs of three lines: {logs}");
     own(&lines[..3].join("\n"));
     own(&lines[3..].join("\n"));
-    let shared = run(&["--rm", "--network", "host"], &["readlink", "/proc/self/ns/net"]);
+    let shared = env.run_ok(&["--rm", "--network", "host"], &["readlink", "/proc/self/ns/net"]);
     assert_eq!(shared.trim(), host);
 }
 
@@ -770,21 +765,11 @@ fn each_container_gets_its_own_network_namespace_with_loopback_up() {
 fn a_reused_container_directory_carries_nothing_over() {
     let env = Env::new("spare");
     let spares = || std::fs::read_dir(env.root.join("spare")).map_or(0, |d| d.count());
-    let ok = |flags: &[&str], script: &str| {
-        let out = env.run(flags, &["sh", "-c", script]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        text(&out.stdout)
-    };
-    ok(
-        &["--rm"],
-        "echo secret > /marker; mkdir -p /d/e; echo x > /d/e/f; rm /bin/true; chmod 700 /",
-    );
+    let script = |s: &str| env.run_ok(&["--rm"], &["sh", "-c", s]);
+    script("echo secret > /marker; mkdir -p /d/e; echo x > /d/e/f; rm /bin/true; chmod 700 /");
     // The supervisor recycles the directory after telling the client.
     env.until(10, "the directory to be kept", || spares() == 1);
-    let seen = ok(
-        &["--rm"],
-        "ls /marker /d 2>&1; ls /bin/true; stat -c %a /; cat /etc/hostname",
-    );
+    let seen = script("ls /marker /d 2>&1; ls /bin/true; stat -c %a /; cat /etc/hostname");
     let lines: Vec<&str> = seen.lines().collect();
     assert!(
         lines[0].contains("No such file") && lines[1].contains("No such file"),

@@ -69,6 +69,13 @@ impl Berth {
         self.berth(&args)
     }
 
+    /// `run`, failing the test on a non-zero exit; returns stdout.
+    pub fn run_ok(&self, flags: &[&str], cmd: &[&str]) -> String {
+        let out = self.run(flags, cmd);
+        assert!(out.status.success(), "run {cmd:?} failed: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
     /// Runs detached and returns the id.
     pub fn run_d(&self, flags: &[&str], cmd: &[&str]) -> String {
         let mut f = vec!["-d"];
